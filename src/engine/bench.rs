@@ -1,0 +1,64 @@
+//! `lcode bench`: cold and warm time to first token, prefill and decode speed, memory,
+//! at several context depths, on a model loaded once (load time reported apart).
+
+use serde::Serialize;
+
+use super::{EngineError, EngineHandle, GenerateRequest, ModelInfo, Prompt, SamplingParams};
+
+/// New tokens appended for the warm run.
+pub const WARM_EXTRA: usize = 32;
+/// Tokens generated at depth for the decode figure.
+pub const DECODE_TOKENS: usize = 128;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchRow {
+    pub ctx: usize,
+    pub ttft_cold_ms: f64,
+    pub ttft_warm_ms: f64,
+    pub reused_tokens: usize,
+    pub prefill_tps: f64,
+    pub decode_tps: f64,
+    pub rss_mb: f64,
+    pub kv_mb: f64,
+    pub threads: usize,
+}
+
+/// Positions one depth needs: the prompt, the warm extension, and the decode run.
+pub fn positions_needed(ctx: usize) -> usize {
+    ctx + WARM_EXTRA + DECODE_TOKENS + 1
+}
+
+/// A fixed prompt of exactly `n` tokens: real source text (this file's own), repeated.
+pub fn fixed_prompt(info: &ModelInfo, n: usize) -> Result<Vec<u32>, EngineError> {
+    let text = include_str!("model.rs");
+    let base = info.vocab.encode(text)?;
+    Ok(base.iter().copied().cycle().take(n).collect())
+}
+
+pub fn run_depth(engine: &EngineHandle, info: &ModelInfo, ctx: usize, threads: usize) -> Result<BenchRow, EngineError> {
+    let prompt = fixed_prompt(info, ctx)?;
+    let one = |tokens: Vec<u32>, max_tokens: usize| {
+        let mut req = GenerateRequest::new(Prompt::Tokens(tokens), max_tokens);
+        req.sampling = SamplingParams::greedy();
+        req.ignore_eos = true;
+        engine.generate_blocking(req)
+    };
+    engine.clear_cache();
+    let cold = one(prompt.clone(), 1)?;
+    // The same prompt plus new tokens: everything but those is in the cache.
+    let mut warm_prompt = prompt.clone();
+    warm_prompt.extend(fixed_prompt(info, ctx + WARM_EXTRA)?[ctx..].iter().rev());
+    let warm = one(warm_prompt, 1)?;
+    let decode = one(prompt, DECODE_TOKENS)?;
+    Ok(BenchRow {
+        ctx,
+        ttft_cold_ms: cold.stats.ttft_ms,
+        ttft_warm_ms: warm.stats.ttft_ms,
+        reused_tokens: warm.stats.reused_tokens,
+        prefill_tps: cold.stats.prefill_tps,
+        decode_tps: decode.stats.decode_tps,
+        rss_mb: super::stats::peak_rss_mb(),
+        kv_mb: decode.stats.kv_bytes as f64 / (1024.0 * 1024.0),
+        threads,
+    })
+}

@@ -1,0 +1,222 @@
+//! Reading a GGUF file's header: metadata, tensor table, and the checks that turn a
+//! bad file into a one-line error naming the fix instead of a panic deep in a loader.
+
+use std::fs::File;
+use std::io::{BufReader, Read, Seek};
+use std::path::{Path, PathBuf};
+
+use candle_core::quantized::gguf_file::{Content, Value};
+use candle_core::quantized::GgmlDType;
+
+use super::EngineError;
+
+/// Architectures whose forward pass `model.rs` implements.
+pub const SUPPORTED_ARCHS: &[&str] = &["llama", "qwen2"];
+
+/// Quant types the forward pass accepts (all go through candle's quantized matmul).
+const SUPPORTED_DTYPES: &[GgmlDType] = &[
+    GgmlDType::F32,
+    GgmlDType::F16,
+    GgmlDType::Q4_0,
+    GgmlDType::Q4_1,
+    GgmlDType::Q5_0,
+    GgmlDType::Q5_1,
+    GgmlDType::Q8_0,
+    GgmlDType::Q2K,
+    GgmlDType::Q3K,
+    GgmlDType::Q4K,
+    GgmlDType::Q5K,
+    GgmlDType::Q6K,
+];
+
+/// An opened GGUF file: its parsed header and the handle to read tensors from.
+pub struct GgufFile {
+    pub path: PathBuf,
+    pub content: Content,
+    pub reader: BufReader<File>,
+    pub file_size: u64,
+}
+
+/// The hyper-parameters the forward pass needs, read from `ARCH.*` metadata.
+#[derive(Debug, Clone)]
+pub struct Hparams {
+    pub arch: String,
+    pub name: String,
+    pub n_layer: usize,
+    pub n_embd: usize,
+    pub n_head: usize,
+    pub n_head_kv: usize,
+    pub n_ff: usize,
+    pub n_vocab: usize,
+    pub head_dim: usize,
+    pub rms_eps: f64,
+    pub rope_theta: f32,
+    /// The model's own context limit (`ARCH.context_length`).
+    pub n_ctx_train: usize,
+}
+
+impl Hparams {
+    /// Bytes of f32 K and V for `ctx` positions over all layers.
+    pub fn kv_bytes(&self, ctx: usize) -> u64 {
+        (self.n_layer * 2 * self.n_head_kv * self.head_dim * 4) as u64 * ctx as u64
+    }
+}
+
+fn bad_file(path: &Path, what: impl std::fmt::Display) -> EngineError {
+    EngineError::BadModel(format!(
+        "{}: {what}; re-download it (`lcode models pull TIER`) or pass another GGUF file",
+        path.display()
+    ))
+}
+
+impl GgufFile {
+    pub fn open(path: &Path) -> Result<Self, EngineError> {
+        let file = File::open(path).map_err(|e| {
+            EngineError::BadModel(format!(
+                "cannot open model file {}: {e}; check the path or run `lcode models` to list models",
+                path.display()
+            ))
+        })?;
+        let file_size = file.metadata().map(|m| m.len()).unwrap_or(0);
+        if file_size == 0 {
+            return Err(bad_file(path, "the file is empty"));
+        }
+        let mut reader = BufReader::new(file);
+        let mut magic = [0u8; 4];
+        if reader.read_exact(&mut magic).is_err() || &magic != b"GGUF" {
+            return Err(bad_file(path, "not a GGUF file (no GGUF magic)"));
+        }
+        reader.rewind().map_err(|e| bad_file(path, e))?;
+        let content = Content::read(&mut reader)
+            .map_err(|e| bad_file(path, format!("unreadable GGUF header ({e})")))?;
+        // A truncated download keeps a valid header: check that every tensor's bytes exist.
+        for (name, info) in &content.tensor_infos {
+            let elems = info.shape.elem_count();
+            let bytes = elems / info.ggml_dtype.block_size() * info.ggml_dtype.type_size();
+            let end = content.tensor_data_offset + info.offset + bytes as u64;
+            if end > file_size {
+                return Err(bad_file(
+                    path,
+                    format!("truncated: tensor {name} ends at byte {end}, the file has {file_size}"),
+                ));
+            }
+        }
+        Ok(Self {
+            path: path.to_path_buf(),
+            content,
+            reader,
+            file_size,
+        })
+    }
+
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.content.metadata.get(key)
+    }
+
+    pub fn get_str(&self, key: &str) -> Option<&str> {
+        self.get(key).and_then(|v| v.to_string().ok()).map(|s| s.as_str())
+    }
+
+    pub fn get_u32(&self, key: &str) -> Option<u32> {
+        self.get(key).and_then(value_as_u64).map(|v| v as u32)
+    }
+
+    pub fn get_f32(&self, key: &str) -> Option<f32> {
+        match self.get(key)? {
+            Value::F32(v) => Some(*v),
+            Value::F64(v) => Some(*v as f32),
+            v => value_as_u64(v).map(|v| v as f32),
+        }
+    }
+
+    pub fn get_bool(&self, key: &str) -> Option<bool> {
+        self.get(key).and_then(|v| v.to_bool().ok())
+    }
+
+    pub fn arch(&self) -> Result<String, EngineError> {
+        self.get_str("general.architecture")
+            .map(str::to_string)
+            .ok_or_else(|| bad_file(&self.path, "no general.architecture in metadata"))
+    }
+
+    /// Read and validate the hyper-parameters; errors name what is unsupported.
+    pub fn hparams(&self) -> Result<Hparams, EngineError> {
+        let arch = self.arch()?;
+        if !SUPPORTED_ARCHS.contains(&arch.as_str()) {
+            return Err(EngineError::Unsupported(format!(
+                "{}: architecture `{arch}` is not supported (lcode runs {}); pick a model of a supported architecture",
+                self.path.display(),
+                SUPPORTED_ARCHS.join(", ")
+            )));
+        }
+        for (name, info) in &self.content.tensor_infos {
+            if !SUPPORTED_DTYPES.contains(&info.ggml_dtype) {
+                return Err(EngineError::Unsupported(format!(
+                    "{}: tensor {name} has quant type {:?}, which lcode does not run; use a Q4_K_M, Q5_K_M or Q8_0 file",
+                    self.path.display(),
+                    info.ggml_dtype
+                )));
+            }
+        }
+        let need = |key: &str| -> Result<usize, EngineError> {
+            self.get_u32(&format!("{arch}.{key}"))
+                .map(|v| v as usize)
+                .ok_or_else(|| bad_file(&self.path, format!("missing metadata {arch}.{key}")))
+        };
+        let n_embd = need("embedding_length")?;
+        let n_head = need("attention.head_count")?;
+        let n_head_kv = self
+            .get_u32(&format!("{arch}.attention.head_count_kv"))
+            .map(|v| v as usize)
+            .unwrap_or(n_head);
+        let head_dim = self
+            .get_u32(&format!("{arch}.attention.key_length"))
+            .map(|v| v as usize)
+            .unwrap_or(n_embd / n_head.max(1));
+        let n_vocab = match self.get("tokenizer.ggml.tokens") {
+            Some(Value::Array(a)) => a.len(),
+            _ => return Err(bad_file(&self.path, "no tokenizer.ggml.tokens in metadata")),
+        };
+        let rope_default = if arch == "qwen2" { 1_000_000.0 } else { 10_000.0 };
+        Ok(Hparams {
+            name: self
+                .get_str("general.name")
+                .unwrap_or_else(|| {
+                    self.path
+                        .file_stem()
+                        .and_then(|s| s.to_str())
+                        .unwrap_or("model")
+                })
+                .to_string(),
+            n_layer: need("block_count")?,
+            n_embd,
+            n_head,
+            n_head_kv,
+            n_ff: need("feed_forward_length")?,
+            n_vocab,
+            head_dim,
+            rms_eps: self
+                .get_f32(&format!("{arch}.attention.layer_norm_rms_epsilon"))
+                .unwrap_or(1e-6) as f64,
+            rope_theta: self
+                .get_f32(&format!("{arch}.rope.freq_base"))
+                .unwrap_or(rope_default),
+            n_ctx_train: need("context_length")?,
+            arch,
+        })
+    }
+}
+
+pub fn value_as_u64(v: &Value) -> Option<u64> {
+    Some(match v {
+        Value::U8(v) => *v as u64,
+        Value::I8(v) => *v as u64,
+        Value::U16(v) => *v as u64,
+        Value::I16(v) => *v as u64,
+        Value::U32(v) => *v as u64,
+        Value::I32(v) => *v as u64,
+        Value::U64(v) => *v,
+        Value::I64(v) => *v as u64,
+        _ => return None,
+    })
+}

@@ -1,0 +1,135 @@
+//! The KV cache the engine owns: per layer, K and V in buffers preallocated in steps,
+//! written in place, truncated by setting a length, freed by dropping. One `KvCache`
+//! holds one token sequence; the prefix cache keeps several.
+
+use candle_core::{DType, Device, Result, Tensor};
+
+/// Positions are allocated in steps of this many, so a cache's memory follows its use.
+const GROW_STEP: usize = 512;
+
+pub struct KvCache {
+    /// Per layer: K and V, each (n_kv_head, capacity, head_dim), contiguous.
+    layers: Vec<(Tensor, Tensor)>,
+    n_kv_head: usize,
+    head_dim: usize,
+    capacity: usize,
+    max_len: usize,
+    /// Tokens whose K and V are stored, in order.
+    pub tokens: Vec<u32>,
+}
+
+impl KvCache {
+    pub fn new(n_layer: usize, n_kv_head: usize, head_dim: usize, max_len: usize) -> Self {
+        Self {
+            layers: (0..n_layer)
+                .map(|_| (Tensor::zeros(0, DType::F32, &Device::Cpu).unwrap(), Tensor::zeros(0, DType::F32, &Device::Cpu).unwrap()))
+                .collect(),
+            n_kv_head,
+            head_dim,
+            capacity: 0,
+            max_len,
+            tokens: Vec::new(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.tokens.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tokens.is_empty()
+    }
+
+    pub fn max_len(&self) -> usize {
+        self.max_len
+    }
+
+    /// Bytes held by the buffers (allocated capacity, not just the used part).
+    pub fn bytes(&self) -> u64 {
+        (self.layers.len() * 2 * self.n_kv_head * self.capacity * self.head_dim * 4) as u64
+    }
+
+    /// Forget everything past `len` positions.
+    pub fn truncate(&mut self, len: usize) {
+        self.tokens.truncate(len);
+    }
+
+    /// Make room for `extra` more positions, growing every layer's buffers.
+    pub fn reserve(&mut self, extra: usize) -> Result<()> {
+        let need = self.len() + extra;
+        if need > self.max_len {
+            candle_core::bail!("KV cache overflow: {need} positions, the limit is {}", self.max_len);
+        }
+        if need <= self.capacity {
+            return Ok(());
+        }
+        let new_cap = need.div_ceil(GROW_STEP).saturating_mul(GROW_STEP).min(self.max_len);
+        let used = self.len();
+        for (k, v) in self.layers.iter_mut() {
+            let grow = |old: &Tensor| -> Result<Tensor> {
+                let buf = Tensor::zeros((self.n_kv_head, new_cap, self.head_dim), DType::F32, &Device::Cpu)?;
+                if used > 0 {
+                    buf.slice_set(&old.narrow(1, 0, used)?.contiguous()?, 1, 0)?;
+                }
+                Ok(buf)
+            };
+            *k = grow(k)?;
+            *v = grow(v)?;
+        }
+        self.capacity = new_cap;
+        Ok(())
+    }
+
+    /// Write K and V (each (n_kv_head, seq, head_dim)) of layer `layer` at positions
+    /// `pos..pos+seq`, and return views of positions `0..pos+seq`.
+    pub fn write(&mut self, layer: usize, pos: usize, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
+        let seq = k.dim(1)?;
+        debug_assert!(pos + seq <= self.capacity);
+        let (kc, vc) = &self.layers[layer];
+        kc.slice_set(&k.contiguous()?, 1, pos)?;
+        vc.slice_set(&v.contiguous()?, 1, pos)?;
+        Ok((kc.narrow(1, 0, pos + seq)?, vc.narrow(1, 0, pos + seq)?))
+    }
+
+    /// A new cache holding a copy of the first `len` positions.
+    pub fn fork(&self, len: usize) -> Result<Self> {
+        let mut copy = Self::new(self.layers.len(), self.n_kv_head, self.head_dim, self.max_len);
+        copy.reserve(len)?;
+        for ((dk, dv), (sk, sv)) in copy.layers.iter().zip(self.layers.iter()) {
+            if len > 0 {
+                dk.slice_set(&sk.narrow(1, 0, len)?.contiguous()?, 1, 0)?;
+                dv.slice_set(&sv.narrow(1, 0, len)?.contiguous()?, 1, 0)?;
+            }
+        }
+        copy.tokens = self.tokens[..len].to_vec();
+        Ok(copy)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_grow_truncate_and_fork_keep_values() -> Result<()> {
+        let mut c = KvCache::new(1, 2, 4, 2000);
+        c.reserve(3)?;
+        assert_eq!(c.bytes(), 2 * 2 * 512 * 4 * 4);
+        let k = Tensor::arange(0f32, 24., &Device::Cpu)?.reshape((2, 3, 4))?;
+        let (kv, _) = c.write(0, 0, &k, &k)?;
+        c.tokens.extend([1, 2, 3]);
+        assert_eq!(kv.dims(), &[2, 3, 4]);
+        // Growing past the first step keeps what was written.
+        c.reserve(600)?;
+        let k2 = Tensor::ones((2, 1, 4), DType::F32, &Device::Cpu)?;
+        let (kv, _) = c.write(0, 3, &k2, &k2)?;
+        c.tokens.push(4);
+        assert_eq!(kv.narrow(1, 0, 3)?.contiguous()?.flatten_all()?.to_vec1::<f32>()?, k.flatten_all()?.to_vec1::<f32>()?);
+        let f = c.fork(2)?;
+        assert_eq!(f.tokens, vec![1, 2]);
+        c.truncate(1);
+        assert_eq!(c.len(), 1);
+        assert!(c.reserve(5000).is_err());
+        Ok(())
+    }
+}

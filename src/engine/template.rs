@@ -1,0 +1,107 @@
+//! The chat template: the GGUF's own `tokenizer.chat_template` (Jinja), rendered with
+//! minijinja, with the Python string methods HF templates call. A file without a
+//! template gets ChatML, which both catalog families were trained on.
+
+use minijinja::{context, Environment, Error, ErrorKind};
+use serde::{Deserialize, Serialize};
+
+use super::EngineError;
+
+/// ChatML: the fallback for files that carry no template.
+pub const CHATML: &str = "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    pub role: String,
+    pub content: String,
+}
+
+impl ChatMessage {
+    pub fn new(role: &str, content: impl Into<String>) -> Self {
+        Self {
+            role: role.to_string(),
+            content: content.into(),
+        }
+    }
+}
+
+pub struct ChatTemplate {
+    env: Environment<'static>,
+    pub source: String,
+    pub is_fallback: bool,
+    bos: String,
+    eos: String,
+}
+
+fn raise_exception(msg: String) -> Result<String, Error> {
+    Err(Error::new(ErrorKind::InvalidOperation, msg))
+}
+
+impl ChatTemplate {
+    pub fn new(source: Option<&str>, bos: &str, eos: &str) -> Result<Self, EngineError> {
+        let is_fallback = source.is_none();
+        let source = source.unwrap_or(CHATML).to_string();
+        let mut env = Environment::new();
+        env.set_trim_blocks(true);
+        env.set_lstrip_blocks(true);
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.add_function("raise_exception", raise_exception);
+        env.add_function("strftime_now", |fmt: String| -> String {
+            // Templates use it for a date line; a fixed, cache-friendly date keeps the
+            // prompt's prefix stable across days.
+            let _ = fmt;
+            "2026-01-01".to_string()
+        });
+        env.add_template_owned("chat", source.clone())
+            .map_err(|e| EngineError::BadModel(format!("chat template does not parse: {e}")))?;
+        Ok(Self {
+            env,
+            source,
+            is_fallback,
+            bos: bos.to_string(),
+            eos: eos.to_string(),
+        })
+    }
+
+    /// The prompt text for `messages`, ending with the assistant's turn opener when
+    /// `add_generation_prompt`.
+    pub fn render(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String, EngineError> {
+        let tmpl = self.env.get_template("chat").expect("added in new");
+        tmpl.render(context! {
+            messages => messages,
+            add_generation_prompt => add_generation_prompt,
+            bos_token => self.bos,
+            eos_token => self.eos,
+        })
+        .map_err(|e| EngineError::Request(format!("chat template: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fallback_is_chatml() {
+        let t = ChatTemplate::new(None, "", "").unwrap();
+        let s = t
+            .render(&[ChatMessage::new("user", "hi")], true)
+            .unwrap();
+        assert_eq!(s, "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n");
+        assert!(t.is_fallback);
+    }
+
+    #[test]
+    fn python_methods_and_raise_work() {
+        let src = "{% for m in messages %}{{ m['content'].strip() }}{% if m.role not in ['user'] %}{{ raise_exception('bad role') }}{% endif %}{% endfor %}";
+        let t = ChatTemplate::new(Some(src), "", "").unwrap();
+        assert_eq!(t.render(&[ChatMessage::new("user", "  x ")], false).unwrap(), "x");
+        let err = t.render(&[ChatMessage::new("tool", "x")], false).unwrap_err();
+        assert!(err.to_string().contains("bad role"), "{err}");
+    }
+
+    #[test]
+    fn a_broken_template_is_an_error() {
+        assert!(ChatTemplate::new(Some("{% for %}"), "", "").is_err());
+    }
+}

@@ -1,0 +1,8 @@
+//! lcode: a terminal coding assistant that runs fully offline.
+//!
+//! Dependencies point one way: `main (CLI) → tui → protocol ← agent → {tools, engine}`;
+//! `config` is a leaf anyone may use.
+
+pub mod config;
+pub mod engine;
+pub mod logging;
