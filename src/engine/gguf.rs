@@ -56,9 +56,9 @@ pub struct Hparams {
 }
 
 impl Hparams {
-    /// Bytes of f32 K and V for `ctx` positions over all layers.
+    /// Bytes of f16 K and V for `ctx` positions over all layers.
     pub fn kv_bytes(&self, ctx: usize) -> u64 {
-        (self.n_layer * 2 * self.n_head_kv * self.head_dim * 4) as u64 * ctx as u64
+        (self.n_layer * 2 * self.n_head_kv * self.head_dim * 2) as u64 * ctx as u64
     }
 }
 

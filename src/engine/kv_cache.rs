@@ -1,14 +1,16 @@
-//! The KV cache the engine owns: per layer, K and V in buffers preallocated in steps,
+//! The KV cache the engine owns: per layer, K and V in f16 buffers preallocated in steps,
 //! written in place, truncated by setting a length, freed by dropping. One `KvCache`
-//! holds one token sequence; the prefix cache keeps several.
+//! holds one token sequence; the prefix cache keeps several. f16, as llama.cpp keeps
+//! it: half the memory of f32, and the arithmetic the reference outputs come from.
 
-use candle_core::{DType, Device, Result, Tensor};
+use candle_core::{DType, Device, Result, Storage, Tensor};
+use half::f16;
 
 /// Positions are allocated in steps of this many, so a cache's memory follows its use.
 const GROW_STEP: usize = 512;
 
 pub struct KvCache {
-    /// Per layer: K and V, each (n_kv_head, capacity, head_dim), contiguous.
+    /// Per layer: K and V, each (n_kv_head, capacity, head_dim), f16, contiguous.
     layers: Vec<(Tensor, Tensor)>,
     n_kv_head: usize,
     head_dim: usize,
@@ -22,7 +24,7 @@ impl KvCache {
     pub fn new(n_layer: usize, n_kv_head: usize, head_dim: usize, max_len: usize) -> Self {
         Self {
             layers: (0..n_layer)
-                .map(|_| (Tensor::zeros(0, DType::F32, &Device::Cpu).unwrap(), Tensor::zeros(0, DType::F32, &Device::Cpu).unwrap()))
+                .map(|_| (Tensor::zeros(0, DType::F16, &Device::Cpu).unwrap(), Tensor::zeros(0, DType::F16, &Device::Cpu).unwrap()))
                 .collect(),
             n_kv_head,
             head_dim,
@@ -46,7 +48,7 @@ impl KvCache {
 
     /// Bytes held by the buffers (allocated capacity, not just the used part).
     pub fn bytes(&self) -> u64 {
-        (self.layers.len() * 2 * self.n_kv_head * self.capacity * self.head_dim * 4) as u64
+        (self.layers.len() * 2 * self.n_kv_head * self.capacity * self.head_dim * 2) as u64
     }
 
     /// Forget everything past `len` positions.
@@ -67,7 +69,7 @@ impl KvCache {
         let used = self.len();
         for (k, v) in self.layers.iter_mut() {
             let grow = |old: &Tensor| -> Result<Tensor> {
-                let buf = Tensor::zeros((self.n_kv_head, new_cap, self.head_dim), DType::F32, &Device::Cpu)?;
+                let buf = Tensor::zeros((self.n_kv_head, new_cap, self.head_dim), DType::F16, &Device::Cpu)?;
                 if used > 0 {
                     buf.slice_set(&old.narrow(1, 0, used)?.contiguous()?, 1, 0)?;
                 }
@@ -80,15 +82,36 @@ impl KvCache {
         Ok(())
     }
 
-    /// Write K and V (each (n_kv_head, seq, head_dim)) of layer `layer` at positions
-    /// `pos..pos+seq`, and return views of positions `0..pos+seq`.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Write K and V (each (n_kv_head, seq, head_dim), f32) of layer `layer` at
+    /// positions `pos..pos+seq`, rounded to f16, and return f16 views of positions
+    /// `0..pos+seq`.
     pub fn write(&mut self, layer: usize, pos: usize, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
         let seq = k.dim(1)?;
         debug_assert!(pos + seq <= self.capacity);
         let (kc, vc) = &self.layers[layer];
-        kc.slice_set(&k.contiguous()?, 1, pos)?;
-        vc.slice_set(&v.contiguous()?, 1, pos)?;
+        kc.slice_set(&k.to_dtype(DType::F16)?.contiguous()?, 1, pos)?;
+        vc.slice_set(&v.to_dtype(DType::F16)?.contiguous()?, 1, pos)?;
         Ok((kc.narrow(1, 0, pos + seq)?, vc.narrow(1, 0, pos + seq)?))
+    }
+
+    /// Run `f` over the raw f16 K and V buffers of `layer`, each laid out
+    /// (n_kv_head, capacity, head_dim).
+    pub fn with_layer<T>(&self, layer: usize, f: impl FnOnce(&[f16], &[f16]) -> T) -> Result<T> {
+        let (kc, vc) = &self.layers[layer];
+        let (ks, kl) = kc.storage_and_layout();
+        let (vs, vl) = vc.storage_and_layout();
+        match (&*ks, &*vs) {
+            (Storage::Cpu(k), Storage::Cpu(v)) => {
+                let k = &k.as_slice::<f16>()?[kl.start_offset()..];
+                let v = &v.as_slice::<f16>()?[vl.start_offset()..];
+                Ok(f(k, v))
+            }
+            _ => candle_core::bail!("the KV cache lives on the CPU"),
+        }
     }
 
     /// A new cache holding a copy of the first `len` positions.
@@ -114,8 +137,9 @@ mod tests {
     fn write_grow_truncate_and_fork_keep_values() -> Result<()> {
         let mut c = KvCache::new(1, 2, 4, 2000);
         c.reserve(3)?;
-        assert_eq!(c.bytes(), 2 * 2 * 512 * 4 * 4);
+        assert_eq!(c.bytes(), 2 * 2 * 512 * 4 * 2);
         let k = Tensor::arange(0f32, 24., &Device::Cpu)?.reshape((2, 3, 4))?;
+        // Small integers are exact in f16.
         let (kv, _) = c.write(0, 0, &k, &k)?;
         c.tokens.extend([1, 2, 3]);
         assert_eq!(kv.dims(), &[2, 3, 4]);
@@ -124,7 +148,10 @@ mod tests {
         let k2 = Tensor::ones((2, 1, 4), DType::F32, &Device::Cpu)?;
         let (kv, _) = c.write(0, 3, &k2, &k2)?;
         c.tokens.push(4);
-        assert_eq!(kv.narrow(1, 0, 3)?.contiguous()?.flatten_all()?.to_vec1::<f32>()?, k.flatten_all()?.to_vec1::<f32>()?);
+        let got = kv.narrow(1, 0, 3)?.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        assert_eq!(got, k.flatten_all()?.to_vec1::<f32>()?);
+        let first = c.with_layer(0, |k, _| k[..4].iter().map(|x| x.to_f32()).collect::<Vec<_>>())?;
+        assert_eq!(first, vec![0., 1., 2., 3.]);
         let f = c.fork(2)?;
         assert_eq!(f.tokens, vec![1, 2]);
         c.truncate(1);

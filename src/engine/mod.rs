@@ -6,6 +6,7 @@
 //! on a helper thread, so the model already loaded keeps answering until the new one is
 //! ready. The engine knows nothing of tools or UI.
 
+pub mod attention;
 pub mod bench;
 pub mod catalog;
 pub mod discover;
@@ -514,14 +515,15 @@ impl EngineThread {
         let todo = &prompt[reused..];
         let prefill_start = Instant::now();
         let mut logits = None;
-        for (i, step) in todo.chunks(PREFILL_STEP).enumerate() {
+        let step_len = std::env::var("LCODE_STEP").ok().and_then(|s| s.parse().ok()).unwrap_or(PREFILL_STEP);
+        for (i, step) in todo.chunks(step_len).enumerate() {
             if cancel.is_cancelled() {
                 self.prefix.checkin(&key, cache);
                 let _ = events.send(EngineEvent::Done { stop: StopReason::Cancelled, text: String::new(), tokens: vec![], stats });
                 return Ok(());
             }
             logits = Some(model.forward(step, &mut cache, Logits::Last)?);
-            let done = (i * PREFILL_STEP + step.len()).min(todo.len());
+            let done = (i * step_len + step.len()).min(todo.len());
             let _ = events.send(EngineEvent::Prefill { done, total: todo.len() });
         }
         let prefill_secs = prefill_start.elapsed().as_secs_f64();
@@ -539,6 +541,13 @@ impl EngineThread {
                 break StopReason::Cancelled;
             }
             let mut row = logits.to_vec1::<f32>()?;
+            if std::env::var_os("LCODE_DEBUG_MARGIN").is_some() {
+                let mut v = row.clone();
+                let m = v.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+                let lse = m + v.iter().map(|x| (x - m).exp()).sum::<f32>().ln();
+                v.sort_by(|a, b| b.total_cmp(a));
+                eprintln!("margin {:.4} top1lp {:.4}", v[0] - v[1], v[0] - lse);
+            }
             let token = sampler.sample(&mut row, &history);
             if generated.is_empty() {
                 stats.ttft_ms = start.elapsed().as_secs_f64() * 1000.0;
@@ -607,7 +616,7 @@ mod tests {
         let stops = vec!["```".to_string(), "STOP".to_string()];
         assert_eq!(find_stop("abc``", &stops, 2), None);
         assert_eq!(find_stop("abc```x", &stops, 2), Some(3));
-        assert_eq!(find_stop("héllo STOP", &stops, 4), Some(6));
+        assert_eq!(find_stop("héllo STOP", &stops, 4), Some("héllo ".len()));
         assert_eq!(find_stop("x", &[String::new()], 1), None);
     }
 }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use candle_core::quantized::{QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Result, Tensor};
 
+use super::attention::{attention_online_f16, AttnShape, TILED_MIN_ROWS};
 use super::gguf::{GgufFile, Hparams};
 use super::kv_cache::KvCache;
 
@@ -150,8 +151,9 @@ impl Model {
         let cos = self.cos.narrow(0, pos, seq)?;
         let sin = self.sin.narrow(0, pos, seq)?;
         // Causal mask for the chunk against the whole cache, repeated for the n_rep query
-        // heads that share a KV head: (n_rep * seq, pos + seq). None for one token.
-        let mask = (seq > 1).then(|| causal_mask(seq, pos, n_rep)).transpose()?;
+        // heads that share a KV head: (n_rep * seq, pos + seq). Only the matmul path
+        // (long chunks) needs it; the online kernel walks each row's own positions.
+        let mask = (seq >= TILED_MIN_ROWS).then(|| causal_mask(seq, pos, n_rep)).transpose()?;
         let scale = 1.0 / (hd as f64).sqrt();
 
         for (li, l) in self.layers.iter().enumerate() {
@@ -171,19 +173,28 @@ impl Model {
             } else {
                 (candle_nn::rotary_emb::rope_i(&q, &cos, &sin)?, candle_nn::rotary_emb::rope_i(&k, &cos, &sin)?)
             };
-            // Cache views: (n_kv, pos + seq, hd), strided over the preallocated buffer.
+            // Cache views: (n_kv, pos + seq, hd) f16, strided over the preallocated buffer.
             let (k_all, v_all) = cache.write(li, pos, &k.squeeze(0)?, &v.squeeze(0)?)?;
-            // Grouped-query attention without repeating K and V: the n_rep query heads of
-            // one KV head become rows of one matrix. q: (n_kv, n_rep * seq, hd)
-            let q = q.reshape((n_kv, n_rep * seq, hd))?;
-            // (n_kv, n_rep * seq, pos + seq)
-            let mut att = (q.matmul(&k_all.t()?)? * scale)?;
-            if let Some(mask) = &mask {
-                att = att.broadcast_add(mask)?;
-            }
-            let att = candle_nn::ops::softmax_last_dim(&att)?;
-            // (n_kv, n_rep * seq, hd) -> (n_head, seq, hd) -> (seq, n_head * hd)
-            let y = att.matmul(&v_all)?.reshape((n_head, seq, hd))?.transpose(0, 1)?.reshape((seq, n_head * hd))?;
+            // (seq, n_head * hd)
+            let y = if seq < TILED_MIN_ROWS {
+                let q = q.flatten_all()?.to_vec1::<f32>()?;
+                let shape = AttnShape { n_head, n_kv_head: n_kv, head_dim: hd, seq, pos, capacity: cache.capacity() };
+                let y = cache.with_layer(li, |k, v| attention_online_f16(&q, k, v, shape))?;
+                Tensor::from_vec(y, (seq, n_head * hd), &Device::Cpu)?
+            } else {
+                let (k_all, v_all) = (k_all.to_dtype(DType::F32)?, v_all.to_dtype(DType::F32)?);
+                // Grouped-query attention without repeating K and V: the n_rep query heads
+                // of one KV head become rows of one matrix. q: (n_kv, n_rep * seq, hd)
+                let q = q.reshape((n_kv, n_rep * seq, hd))?;
+                // (n_kv, n_rep * seq, pos + seq)
+                let mut att = (q.matmul(&k_all.t()?)? * scale)?;
+                if let Some(mask) = &mask {
+                    att = att.broadcast_add(mask)?;
+                }
+                let att = candle_nn::ops::softmax_last_dim(&att)?;
+                // (n_kv, n_rep * seq, hd) -> (n_head, seq, hd) -> (seq, n_head * hd)
+                att.matmul(&v_all)?.reshape((n_head, seq, hd))?.transpose(0, 1)?.reshape((seq, n_head * hd))?
+            };
             x = (l.o.forward(&y)? + residual)?;
 
             let residual = x.clone();
