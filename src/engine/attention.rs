@@ -6,8 +6,8 @@
 //! query rows (every decode step, short prompts), runs an online softmax with Q rounded
 //! to f16 and the V accumulator held in f16. This kernel does the same, one task per
 //! (head, query row), reading K and V straight from the cache: no repeated KV heads, no
-//! copies. Longer prompt chunks use f32 matmuls over the same f16 cache (`model.rs`), as
-//! llama.cpp's tiled path does.
+//! copies. Chunks of 64 rows or more take llama.cpp's tiled path: f32 scores per tile of
+//! 64 keys, an online softmax across tiles with its vectorised exp, f32 accumulation.
 
 use half::f16;
 use rayon::prelude::*;
@@ -47,26 +47,17 @@ pub fn attention_online_f16(q: &[f32], k: &[f16], v: &[f16], s: AttnShape) -> Ve
         let (mut sum, mut max) = (0f32, f32::NEG_INFINITY);
         for ic in 0..=pos + i {
             let k_row = &k[base + ic * hd..base + (ic + 1) * hd];
-            let mut dot = 0f32;
-            for (a, b) in k_row.iter().zip(&q16) {
-                dot += a.to_f32() * b;
-            }
-            let score = dot * scale;
+            let score = dot_f16(k_row, &q16) * scale;
             let (mut ms, mut vs) = (1f32, 1f32);
             if score > max {
                 ms = (max - score).exp();
                 max = score;
-                for a in acc.iter_mut() {
-                    *a = f16::from_f32(a.to_f32() * ms);
-                }
+                scale_f16(&mut acc, ms);
             } else {
                 vs = (score - max).exp();
             }
-            let v_row = &v[base + ic * hd..base + (ic + 1) * hd];
-            for (a, b) in acc.iter_mut().zip(v_row) {
-                *a = f16::from_f32(a.to_f32() + b.to_f32() * vs);
-            }
-            sum = sum * ms + vs;
+            mad_f16(&mut acc, &v[base + ic * hd..base + (ic + 1) * hd], vs);
+            sum = sum.mul_add(ms, vs);
         }
         let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
         for (d, a) in dst.iter_mut().zip(&acc) {
@@ -74,6 +65,159 @@ pub fn attention_online_f16(q: &[f32], k: &[f16], v: &[f16], s: AttnShape) -> Ve
         }
     });
     out
+}
+
+/// ggml's `ggml_vec_dot_f16` on AVX-512: 4 accumulators of 16 lanes, fused
+/// multiply-adds in f32, then its reduction order (pairs of accumulators, then GCC's
+/// `_mm512_reduce_add_ps` tree). Other lengths sum in order.
+fn dot_f16(k: &[f16], q: &[f32]) -> f32 {
+    let n = k.len();
+    let np = n & !63;
+    let mut acc = [[0f32; 16]; 4];
+    for i in (0..np).step_by(64) {
+        for (j, a) in acc.iter_mut().enumerate() {
+            for (l, lane) in a.iter_mut().enumerate() {
+                let t = i + j * 16 + l;
+                *lane = k[t].to_f32().mul_add(q[t], *lane);
+            }
+        }
+    }
+    let mut x = [[0f32; 16]; 2];
+    for l in 0..16 {
+        x[0][l] = acc[0][l] + acc[2][l];
+        x[1][l] = acc[1][l] + acc[3][l];
+    }
+    let a: [f32; 16] = std::array::from_fn(|l| x[0][l] + x[1][l]);
+    let mut sum = reduce16(&a) as f64;
+    for t in np..n {
+        sum += (k[t].to_f32() * q[t]) as f64;
+    }
+    sum as f32
+}
+
+/// ggml's `ggml_vec_mad_f16` (y += x * v). With AVX-512 FP16, blocks of 128 run as
+/// f16 fused multiply-adds with v rounded to f16 (one rounding, emulated in f64);
+/// the rest in f32 with a fused multiply-add, rounded to f16.
+fn mad_f16(y: &mut [f16], x: &[f16], v: f32) {
+    let np = y.len() & !127;
+    let vh = f16::from_f32(v).to_f64();
+    for (a, b) in y[..np].iter_mut().zip(&x[..np]) {
+        *a = f16::from_f64(b.to_f64().mul_add(vh, a.to_f64()));
+    }
+    for (a, b) in y[np..].iter_mut().zip(&x[np..]) {
+        *a = f16::from_f32(b.to_f32().mul_add(v, a.to_f32()));
+    }
+}
+
+/// ggml's `ggml_vec_scale_f16` (y *= v), split the same way as `mad_f16`.
+fn scale_f16(y: &mut [f16], v: f32) {
+    let np = y.len() & !127;
+    let vh = f16::from_f32(v).to_f64();
+    for a in y[..np].iter_mut() {
+        *a = f16::from_f64(a.to_f64() * vh);
+    }
+    for a in y[np..].iter_mut() {
+        *a = f16::from_f32(a.to_f32() * v);
+    }
+}
+
+/// Keys per tile in the tiled path.
+const KV_TILE: usize = 64;
+
+/// The tiled path (64 query rows or more): per head and per tile of 64 keys, scores
+/// `q · k` as sequential f32 fused multiply-adds, scaled, an online softmax whose
+/// exponentials are ggml's vectorised `expf` summed in f64 per 16, and `p · v`
+/// accumulated in f32. Same inputs and output layout as `attention_online_f16`.
+pub fn attention_tiled(q: &[f32], k: &[f16], v: &[f16], s: AttnShape) -> Vec<f32> {
+    let AttnShape { n_head, n_kv_head, head_dim: hd, seq, pos, capacity } = s;
+    let n_rep = n_head / n_kv_head;
+    let scale = 1.0 / (hd as f32).sqrt();
+    let total = pos + seq;
+    let per_head: Vec<Vec<f32>> = (0..n_head)
+        .into_par_iter()
+        .map(|h| {
+            let base = (h / n_rep) * capacity * hd;
+            let mut acc = vec![0f32; seq * hd];
+            let mut max = vec![f32::NEG_INFINITY; seq];
+            let mut sum = vec![0f32; seq];
+            // K tile transposed (hd, KV_TILE) and V tile (KV_TILE, hd), as f32.
+            let mut kt = vec![0f32; hd * KV_TILE];
+            let mut vt = vec![0f32; KV_TILE * hd];
+            let mut kq = [0f32; KV_TILE];
+            for t0 in (0..total).step_by(KV_TILE) {
+                let n_keys = KV_TILE.min(total - t0);
+                kt.fill(0.0);
+                vt.fill(0.0);
+                for tk in 0..n_keys {
+                    let row = base + (t0 + tk) * hd;
+                    for d in 0..hd {
+                        kt[d * KV_TILE + tk] = k[row + d].to_f32();
+                        vt[tk * hd + d] = v[row + d].to_f32();
+                    }
+                }
+                // Rows that see none of this tile skip it.
+                let first_row = t0.saturating_sub(pos);
+                for i in first_row..seq {
+                    let qr = &q[(h * seq + i) * hd..(h * seq + i + 1) * hd];
+                    kq.fill(0.0);
+                    for d in 0..hd {
+                        let qd = qr[d];
+                        let krow = &kt[d * KV_TILE..(d + 1) * KV_TILE];
+                        for (o, &kk) in kq.iter_mut().zip(krow) {
+                            *o = qd.mul_add(kk, *o);
+                        }
+                    }
+                    let visible = (pos + i + 1 - t0).min(KV_TILE);
+                    for (tk, o) in kq.iter_mut().enumerate() {
+                        *o = if tk < visible { *o * scale } else { f32::NEG_INFINITY };
+                    }
+                    let tile_max = kq.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+                    let m_new = max[i].max(tile_max);
+                    let acc_row = &mut acc[i * hd..(i + 1) * hd];
+                    if m_new > max[i] {
+                        let ms = (max[i] - m_new).exp();
+                        acc_row.iter_mut().for_each(|a| *a *= ms);
+                        sum[i] *= ms;
+                    }
+                    max[i] = m_new;
+                    let mut tile_sum = 0f64;
+                    for block in kq.chunks_exact_mut(16) {
+                        for x in block.iter_mut() {
+                            *x = crate::engine::kernels::ggml_expf(*x - m_new);
+                        }
+                        tile_sum += reduce16(block) as f64;
+                    }
+                    sum[i] = (sum[i] as f64 + tile_sum) as f32;
+                    for (tk, &p) in kq.iter().enumerate() {
+                        let vrow = &vt[tk * hd..(tk + 1) * hd];
+                        for (a, &vv) in acc_row.iter_mut().zip(vrow) {
+                            *a = vv.mul_add(p, *a);
+                        }
+                    }
+                }
+            }
+            for i in 0..seq {
+                let inv = if sum[i] == 0.0 { 0.0 } else { 1.0 / sum[i] };
+                acc[i * hd..(i + 1) * hd].iter_mut().for_each(|a| *a *= inv);
+            }
+            acc
+        })
+        .collect();
+    // (n_head, seq, hd) -> (seq, n_head * hd)
+    let mut out = vec![0f32; seq * n_head * hd];
+    for (h, acc) in per_head.iter().enumerate() {
+        for i in 0..seq {
+            out[(i * n_head + h) * hd..(i * n_head + h + 1) * hd].copy_from_slice(&acc[i * hd..(i + 1) * hd]);
+        }
+    }
+    out
+}
+
+/// GCC's `_mm512_reduce_add_ps` order over 16 lanes.
+fn reduce16(a: &[f32]) -> f32 {
+    let t3: [f32; 8] = std::array::from_fn(|l| a[l + 8] + a[l]);
+    let t6: [f32; 4] = std::array::from_fn(|l| t3[l + 4] + t3[l]);
+    (t6[0] + t6[2]) + (t6[1] + t6[3])
 }
 
 #[cfg(test)]
@@ -108,15 +252,16 @@ mod tests {
 
     #[test]
     fn matches_plain_softmax_attention_with_grouped_heads_and_causality() {
-        let s = AttnShape { n_head: 4, n_kv_head: 2, head_dim: 8, seq: 3, pos: 5, capacity: 16 };
+        let s = AttnShape { n_head: 4, n_kv_head: 2, head_dim: 8, seq: 70, pos: 5, capacity: 80 };
         let wave = |n: usize, f: f32| -> Vec<f32> { (0..n).map(|i| ((i as f32) * f).sin()).collect() };
         let q = wave(s.n_head * s.seq * s.head_dim, 0.37);
         let k: Vec<f16> = wave(s.n_kv_head * s.capacity * s.head_dim, 0.11).into_iter().map(f16::from_f32).collect();
         let v: Vec<f16> = wave(s.n_kv_head * s.capacity * s.head_dim, 0.23).into_iter().map(f16::from_f32).collect();
-        let got = attention_online_f16(&q, &k, &v, s);
         let want = reference(&q, &k, &v, s);
-        for (a, b) in got.iter().zip(&want) {
-            assert!((a - b).abs() < 5e-3, "{a} vs {b}");
+        for got in [attention_online_f16(&q, &k, &v, s), attention_tiled(&q, &k, &v, s)] {
+            for (a, b) in got.iter().zip(&want) {
+                assert!((a - b).abs() < 5e-3, "{a} vs {b}");
+            }
         }
     }
 }

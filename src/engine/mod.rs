@@ -12,6 +12,7 @@ pub mod catalog;
 pub mod discover;
 pub mod fetch;
 pub mod gguf;
+pub mod kernels;
 pub mod kv_cache;
 pub mod model;
 pub mod prefix_cache;

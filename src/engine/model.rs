@@ -7,29 +7,62 @@
 
 use std::sync::Arc;
 
-use candle_core::quantized::{QMatMul, QTensor};
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Result, Tensor};
 
-use super::attention::{attention_online_f16, AttnShape, TILED_MIN_ROWS};
+use super::attention::{attention_online_f16, attention_tiled, AttnShape, TILED_MIN_ROWS};
 use super::gguf::{GgufFile, Hparams};
+use super::kernels;
 use super::kv_cache::KvCache;
 
 /// Prefill is run in chunks of this many tokens so that attention scores stay small:
 /// (n_head × chunk × context) floats per layer.
 pub const PREFILL_CHUNK: usize = 512;
 
+/// A weight matrix (n, k) and the kernel that multiplies by it.
+enum Linear {
+    /// candle's quantized matmul.
+    Candle(QMatMul),
+    /// Q4_1 blocks, multiplied by lcode's kernel (see `kernels.rs` for why).
+    Q4_1 { bytes: Vec<u8>, n: usize, k: usize },
+}
+
+impl Linear {
+    fn new(t: QTensor) -> Result<Self> {
+        if t.dtype() == GgmlDType::Q4_1 && std::env::var_os("X_NO_Q41").is_none() {
+            let (n, k) = t.shape().dims2()?;
+            if k % kernels::QK == 0 {
+                return Ok(Self::Q4_1 { bytes: t.data()?.into_owned(), n, k });
+            }
+        }
+        Ok(Self::Candle(QMatMul::from_qtensor(t)?))
+    }
+
+    /// x: (seq, k) -> (seq, n)
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Self::Candle(m) => m.forward(x),
+            Self::Q4_1 { bytes, n, k } => {
+                let seq = x.dim(0)?;
+                let xs = x.flatten_all()?.to_vec1::<f32>()?;
+                Tensor::from_vec(kernels::matmul_q4_1(&xs, seq, *k, bytes, *n), (seq, *n), &Device::Cpu)
+            }
+        }
+    }
+}
+
 struct Layer {
-    attn_norm: Tensor,
-    q: QMatMul,
-    k: QMatMul,
-    v: QMatMul,
+    attn_norm: Vec<f32>,
+    q: Linear,
+    k: Linear,
+    v: Linear,
     /// qwen2 only.
     qkv_bias: Option<(Tensor, Tensor, Tensor)>,
-    o: QMatMul,
-    ffn_norm: Tensor,
-    gate: QMatMul,
-    up: QMatMul,
-    down: QMatMul,
+    o: Linear,
+    ffn_norm: Vec<f32>,
+    gate: Linear,
+    up: Linear,
+    down: Linear,
 }
 
 pub struct Model {
@@ -37,11 +70,11 @@ pub struct Model {
     /// (n_vocab, n_embd), looked up row by row in its quantized form.
     embedding: Arc<QTensor>,
     layers: Vec<Layer>,
-    output_norm: Tensor,
+    output_norm: Vec<f32>,
     output: QMatMul,
-    /// (max_positions, head_dim / 2)
-    cos: Tensor,
-    sin: Tensor,
+    /// (max_positions, head_dim / 2), ggml's arithmetic.
+    cos: Vec<f32>,
+    sin: Vec<f32>,
     neox_rope: bool,
     /// Positions the RoPE tables and the caches are sized for: the working context.
     pub max_positions: usize,
@@ -60,7 +93,7 @@ impl Model {
         let GgufFile { content, reader, .. } = gguf;
         let mut qt = |name: &str| -> Result<QTensor> { content.tensor(reader, name, &dev) };
         let embedding = Arc::new(qt("token_embd.weight")?);
-        let output_norm = qt("output_norm.weight")?.dequantize(&dev)?;
+        let output_norm = qt("output_norm.weight")?.dequantize(&dev)?.to_vec1::<f32>()?;
         let output = match content.tensor_infos.contains_key("output.weight") {
             true => QMatMul::from_qtensor(content.tensor(reader, "output.weight", &dev)?)?,
             // Tied embeddings (SmolLM2): the output projection is the embedding matrix.
@@ -70,7 +103,7 @@ impl Model {
         let mut layers = Vec::with_capacity(hp.n_layer);
         for i in 0..hp.n_layer {
             let p = format!("blk.{i}");
-            let mut mm = |n: &str| -> Result<QMatMul> { QMatMul::from_qtensor(content.tensor(reader, &format!("{p}.{n}.weight"), &dev)?) };
+            let mut mm = |n: &str| -> Result<Linear> { Linear::new(content.tensor(reader, &format!("{p}.{n}.weight"), &dev)?) };
             let q = mm("attn_q")?;
             let k = mm("attn_k")?;
             let v = mm("attn_v")?;
@@ -85,8 +118,8 @@ impl Model {
                 None
             };
             layers.push(Layer {
-                attn_norm: vec("attn_norm.weight")?,
-                ffn_norm: vec("ffn_norm.weight")?,
+                attn_norm: vec("attn_norm.weight")?.to_vec1::<f32>()?,
+                ffn_norm: vec("ffn_norm.weight")?.to_vec1::<f32>()?,
                 q,
                 k,
                 v,
@@ -97,7 +130,7 @@ impl Model {
                 down,
             });
         }
-        let (cos, sin) = rope_tables(hp.head_dim, max_positions, hp.rope_theta)?;
+        let (cos, sin) = kernels::rope_tables(hp.head_dim, max_positions, hp.rope_theta);
         Ok(Self {
             neox_rope: is_qwen2,
             hp,
@@ -148,31 +181,62 @@ impl Model {
         let ids = Tensor::new(tokens, &Device::Cpu)?;
         // (seq, n_embd)
         let mut x = self.embedding.embedding(&ids)?;
-        let cos = self.cos.narrow(0, pos, seq)?;
-        let sin = self.sin.narrow(0, pos, seq)?;
         // Causal mask for the chunk against the whole cache, repeated for the n_rep query
         // heads that share a KV head: (n_rep * seq, pos + seq). Only the matmul path
         // (long chunks) needs it; the online kernel walks each row's own positions.
-        let mask = (seq >= TILED_MIN_ROWS).then(|| causal_mask(seq, pos, n_rep)).transpose()?;
+        let mask = (seq > 1).then(|| causal_mask(seq, pos, n_rep)).transpose()?;
         let scale = 1.0 / (hd as f64).sqrt();
 
+        let dbg = std::env::var_os("X_SUMS").is_some();
+        let show = |name: &str, t: &Tensor| {
+            if dbg {
+                if let Ok(v) = t.to_vec2::<f32>() {
+                    let _ = std::fs::write(format!("/tmp/dump/{name}.json"), serde_json::to_string(&v).unwrap());
+                }
+                let v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                eprintln!("{name} sum = {:.6} first {:?} last {:?}", v.iter().map(|&x| x as f64).sum::<f64>(), &v[..3], &v[v.len() - t.dim(1).unwrap()..][..3]);
+            }
+        };
+        show("embd", &x);
         for (li, l) in self.layers.iter().enumerate() {
             let residual = x.clone();
-            let h = candle_nn::ops::rms_norm(&x, &l.attn_norm, hp.rms_eps as f32)?;
+            let h = rms_norm(&x, &l.attn_norm, hp.rms_eps)?;
+            if li == 0 && dbg {
+                let hh = h.to_vec2::<f32>()?;
+                for r in 4..hh.len() { eprintln!("attn_norm row {r} {:?} {:?}", &hh[r][..3], &hh[r][hh[r].len()-3..]); }
+                std::fs::write("/tmp/attn_norm_row4.json", serde_json::to_string(&hh[4]).unwrap()).unwrap();
+                let hh = x.to_vec2::<f32>()?;
+                for r in 4..hh.len() { eprintln!("embd row {r} {:?} {:?}", &hh[r][..3], &hh[r][hh[r].len()-3..]); }
+            }
+            show(&format!("attn_norm-{li}"), &h);
             let (mut q, mut k, mut v) = (l.q.forward(&h)?, l.k.forward(&h)?, l.v.forward(&h)?);
+            let (v_dbg, k_dbg, q_dbg) = (v.clone(), k.clone(), q.clone());
             if let Some((bq, bk, bv)) = &l.qkv_bias {
                 q = q.broadcast_add(bq)?;
                 k = k.broadcast_add(bk)?;
                 v = v.broadcast_add(bv)?;
             }
-            // (seq, heads * hd) -> (1, heads, seq, hd)
+            // RoPE on (seq, heads * hd), then (seq, heads * hd) -> (1, heads, seq, hd)
+            let rotate = |t: Tensor, n: usize| -> Result<Tensor> {
+                let mut xs = t.flatten_all()?.to_vec1::<f32>()?;
+                kernels::rope(&mut xs, n, hd, pos, &self.cos, &self.sin, self.neox_rope);
+                Tensor::from_vec(xs, (seq, n * hd), &Device::Cpu)
+            };
+            let (q, k) = (rotate(q, n_head)?, rotate(k, n_kv)?);
             let heads = |t: Tensor, n: usize| -> Result<Tensor> { t.reshape((seq, n, hd))?.transpose(0, 1)?.contiguous()?.unsqueeze(0) };
             let (q, k, v) = (heads(q, n_head)?, heads(k, n_kv)?, heads(v, n_kv)?);
-            let (q, k) = if self.neox_rope {
-                (candle_nn::rotary_emb::rope(&q, &cos, &sin)?, candle_nn::rotary_emb::rope(&k, &cos, &sin)?)
-            } else {
-                (candle_nn::rotary_emb::rope_i(&q, &cos, &sin)?, candle_nn::rotary_emb::rope_i(&k, &cos, &sin)?)
-            };
+            if li == 0 && dbg {
+                let v = q.flatten_all()?.to_vec1::<f32>()?;
+                eprintln!("q rope h0 t0 {:?} h0 t1 {:?}", &v[..3], &v[hd..hd + 3]);
+                let v = k.flatten_all()?.to_vec1::<f32>()?;
+                eprintln!("k rope h0 t0 {:?} h0 t1 {:?}", &v[..3], &v[hd..hd + 3]);
+                let kk = k_dbg.to_vec2::<f32>()?;
+                for r in 4..kk.len() { eprintln!("kcur row {r} {:?} {:?}", &kk[r][..3], &kk[r][kk[r].len()-3..]); }
+                let kk = q_dbg.to_vec2::<f32>()?;
+                for r in 4..kk.len() { eprintln!("qcur row {r} {:?} {:?}", &kk[r][..3], &kk[r][kk[r].len()-3..]); }
+                let vv = v_dbg.to_vec2::<f32>()?;
+                for r in 0..vv.len() { eprintln!("vcur row {r} {:?} {:?}", &vv[r][..3], &vv[r][vv[r].len()-3..]); }
+            }
             // Cache views: (n_kv, pos + seq, hd) f16, strided over the preallocated buffer.
             let (k_all, v_all) = cache.write(li, pos, &k.squeeze(0)?, &v.squeeze(0)?)?;
             // (seq, n_head * hd)
@@ -182,25 +246,31 @@ impl Model {
                 let y = cache.with_layer(li, |k, v| attention_online_f16(&q, k, v, shape))?;
                 Tensor::from_vec(y, (seq, n_head * hd), &Device::Cpu)?
             } else {
-                let (k_all, v_all) = (k_all.to_dtype(DType::F32)?, v_all.to_dtype(DType::F32)?);
-                // Grouped-query attention without repeating K and V: the n_rep query heads
-                // of one KV head become rows of one matrix. q: (n_kv, n_rep * seq, hd)
-                let q = q.reshape((n_kv, n_rep * seq, hd))?;
-                // (n_kv, n_rep * seq, pos + seq)
-                let mut att = (q.matmul(&k_all.t()?)? * scale)?;
-                if let Some(mask) = &mask {
-                    att = att.broadcast_add(mask)?;
-                }
-                let att = candle_nn::ops::softmax_last_dim(&att)?;
-                // (n_kv, n_rep * seq, hd) -> (n_head, seq, hd) -> (seq, n_head * hd)
-                att.matmul(&v_all)?.reshape((n_head, seq, hd))?.transpose(0, 1)?.reshape((seq, n_head * hd))?
+                let q = q.flatten_all()?.to_vec1::<f32>()?;
+                let shape = AttnShape { n_head, n_kv_head: n_kv, head_dim: hd, seq, pos, capacity: cache.capacity() };
+                let y = cache.with_layer(li, |k, v| attention_tiled(&q, k, v, shape))?;
+                Tensor::from_vec(y, (seq, n_head * hd), &Device::Cpu)?
             };
+            show(&format!("kqv_out-{li}"), &y);
+            if dbg && li == 6 { std::fs::write("/tmp/kqv6.json", serde_json::to_string(&y.to_vec2::<f32>()?).unwrap()).unwrap(); }
+            if li == 0 && dbg {
+                let v = y.to_vec2::<f32>()?;
+                for r in 0..v.len() { eprintln!("kqv row {r} {:?}", &v[r][..3]); }
+            }
             x = (l.o.forward(&y)? + residual)?;
+            show(&format!("ffn_inp-{li}"), &x);
+            if li == 0 && dbg {
+                let v = x.to_vec2::<f32>()?;
+                for r in 0..v.len() { eprintln!("ffn_inp row {r} {:?} {:?}", &v[r][..3], &v[r][v[r].len()-3..]); }
+            }
 
             let residual = x.clone();
-            let h = candle_nn::ops::rms_norm(&x, &l.ffn_norm, hp.rms_eps as f32)?;
-            let act = (candle_nn::ops::silu(&l.gate.forward(&h)?)? * l.up.forward(&h)?)?;
+            let h = rms_norm(&x, &l.ffn_norm, hp.rms_eps)?;
+            let (gate, up) = (l.gate.forward(&h)?, l.up.forward(&h)?);
+            let act = kernels::swiglu(&gate.flatten_all()?.to_vec1::<f32>()?, &up.flatten_all()?.to_vec1::<f32>()?);
+            let act = Tensor::from_vec(act, gate.shape(), &Device::Cpu)?;
             x = (l.down.forward(&act)? + residual)?;
+            show(&format!("l_out-{li}"), &x);
         }
         cache.tokens.extend_from_slice(tokens);
 
@@ -208,7 +278,7 @@ impl Model {
             Logits::Last => x.narrow(0, seq - 1, 1)?,
             Logits::All => x,
         };
-        let x = candle_nn::ops::rms_norm(&x, &self.output_norm, hp.rms_eps as f32)?;
+        let x = rms_norm(&x, &self.output_norm, hp.rms_eps)?;
         let logits = self.output.forward(&x)?.to_dtype(DType::F32)?;
         match want {
             Logits::Last => logits.squeeze(0),
@@ -217,17 +287,11 @@ impl Model {
     }
 }
 
-/// cos and sin of every (position, frequency) pair: each (max_positions, head_dim / 2).
-fn rope_tables(head_dim: usize, max_positions: usize, theta: f32) -> Result<(Tensor, Tensor)> {
-    let inv_freq: Vec<f32> = (0..head_dim / 2)
-        .map(|i| 1.0 / theta.powf(2.0 * i as f32 / head_dim as f32))
-        .collect();
-    let inv_freq = Tensor::from_vec(inv_freq, (1, head_dim / 2), &Device::Cpu)?;
-    let t = Tensor::arange(0u32, max_positions as u32, &Device::Cpu)?
-        .to_dtype(DType::F32)?
-        .reshape((max_positions, 1))?;
-    let freqs = t.broadcast_mul(&inv_freq)?;
-    Ok((freqs.cos()?, freqs.sin()?))
+/// RMS norm over the last dim of `x` (rows, n), ggml's arithmetic (see `kernels`).
+fn rms_norm(x: &Tensor, weight: &[f32], eps: f64) -> Result<Tensor> {
+    let (rows, n) = x.dims2()?;
+    let xs = x.flatten_all()?.to_vec1::<f32>()?;
+    Tensor::from_vec(kernels::rms_norm(&xs, n, weight, eps as f32), (rows, n), &Device::Cpu)
 }
 
 /// Row r*seq + i may see cache positions 0..=pos + i.
@@ -252,13 +316,5 @@ mod tests {
         let m = causal_mask(2, 1, 2).unwrap().to_vec2::<f32>().unwrap();
         let inf = f32::NEG_INFINITY;
         assert_eq!(m, vec![vec![0., 0., inf], vec![0., 0., 0.], vec![0., 0., inf], vec![0., 0., 0.]]);
-    }
-
-    #[test]
-    fn rope_tables_start_at_identity() {
-        let (c, s) = rope_tables(4, 3, 10000.).unwrap();
-        assert_eq!(c.dims(), &[3, 2]);
-        assert_eq!(c.to_vec2::<f32>().unwrap()[0], vec![1., 1.]);
-        assert_eq!(s.to_vec2::<f32>().unwrap()[0], vec![0., 0.]);
     }
 }
