@@ -516,15 +516,14 @@ impl EngineThread {
         let todo = &prompt[reused..];
         let prefill_start = Instant::now();
         let mut logits = None;
-        let step_len = std::env::var("LCODE_STEP").ok().and_then(|s| s.parse().ok()).unwrap_or(PREFILL_STEP);
-        for (i, step) in todo.chunks(step_len).enumerate() {
+        for (i, step) in todo.chunks(PREFILL_STEP).enumerate() {
             if cancel.is_cancelled() {
                 self.prefix.checkin(&key, cache);
                 let _ = events.send(EngineEvent::Done { stop: StopReason::Cancelled, text: String::new(), tokens: vec![], stats });
                 return Ok(());
             }
             logits = Some(model.forward(step, &mut cache, Logits::Last)?);
-            let done = (i * step_len + step.len()).min(todo.len());
+            let done = (i * PREFILL_STEP + step.len()).min(todo.len());
             let _ = events.send(EngineEvent::Prefill { done, total: todo.len() });
         }
         let prefill_secs = prefill_start.elapsed().as_secs_f64();
@@ -542,13 +541,6 @@ impl EngineThread {
                 break StopReason::Cancelled;
             }
             let mut row = logits.to_vec1::<f32>()?;
-            if std::env::var_os("LCODE_DEBUG_MARGIN").is_some() {
-                let mut v = row.clone();
-                let m = v.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-                let lse = m + v.iter().map(|x| (x - m).exp()).sum::<f32>().ln();
-                v.sort_by(|a, b| b.total_cmp(a));
-                eprintln!("margin {:.4} top1lp {:.4}", v[0] - v[1], v[0] - lse);
-            }
             let token = sampler.sample(&mut row, &history);
             if generated.is_empty() {
                 stats.ttft_ms = start.elapsed().as_secs_f64() * 1000.0;

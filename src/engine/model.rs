@@ -29,7 +29,7 @@ enum Linear {
 
 impl Linear {
     fn new(t: QTensor) -> Result<Self> {
-        if t.dtype() == GgmlDType::Q4_1 && std::env::var_os("X_NO_Q41").is_none() {
+        if t.dtype() == GgmlDType::Q4_1 {
             let (n, k) = t.shape().dims2()?;
             if k % kernels::QK == 0 {
                 return Ok(Self::Q4_1 { bytes: t.data()?.into_owned(), n, k });
@@ -177,100 +177,48 @@ impl Model {
         let hp = &self.hp;
         let (seq, pos) = (tokens.len(), cache.len());
         let (n_head, n_kv, hd) = (hp.n_head, hp.n_head_kv, hp.head_dim);
-        let n_rep = n_head / n_kv;
         let ids = Tensor::new(tokens, &Device::Cpu)?;
         // (seq, n_embd)
         let mut x = self.embedding.embedding(&ids)?;
-        // Causal mask for the chunk against the whole cache, repeated for the n_rep query
-        // heads that share a KV head: (n_rep * seq, pos + seq). Only the matmul path
-        // (long chunks) needs it; the online kernel walks each row's own positions.
-        let mask = (seq > 1).then(|| causal_mask(seq, pos, n_rep)).transpose()?;
-        let scale = 1.0 / (hd as f64).sqrt();
 
-        let dbg = std::env::var_os("X_SUMS").is_some();
-        let show = |name: &str, t: &Tensor| {
-            if dbg {
-                if let Ok(v) = t.to_vec2::<f32>() {
-                    let _ = std::fs::write(format!("/tmp/dump/{name}.json"), serde_json::to_string(&v).unwrap());
-                }
-                let v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-                eprintln!("{name} sum = {:.6} first {:?} last {:?}", v.iter().map(|&x| x as f64).sum::<f64>(), &v[..3], &v[v.len() - t.dim(1).unwrap()..][..3]);
-            }
-        };
-        show("embd", &x);
         for (li, l) in self.layers.iter().enumerate() {
             let residual = x.clone();
             let h = rms_norm(&x, &l.attn_norm, hp.rms_eps)?;
-            if li == 0 && dbg {
-                let hh = h.to_vec2::<f32>()?;
-                for r in 4..hh.len() { eprintln!("attn_norm row {r} {:?} {:?}", &hh[r][..3], &hh[r][hh[r].len()-3..]); }
-                std::fs::write("/tmp/attn_norm_row4.json", serde_json::to_string(&hh[4]).unwrap()).unwrap();
-                let hh = x.to_vec2::<f32>()?;
-                for r in 4..hh.len() { eprintln!("embd row {r} {:?} {:?}", &hh[r][..3], &hh[r][hh[r].len()-3..]); }
-            }
-            show(&format!("attn_norm-{li}"), &h);
             let (mut q, mut k, mut v) = (l.q.forward(&h)?, l.k.forward(&h)?, l.v.forward(&h)?);
-            let (v_dbg, k_dbg, q_dbg) = (v.clone(), k.clone(), q.clone());
             if let Some((bq, bk, bv)) = &l.qkv_bias {
                 q = q.broadcast_add(bq)?;
                 k = k.broadcast_add(bk)?;
                 v = v.broadcast_add(bv)?;
             }
-            // RoPE on (seq, heads * hd), then (seq, heads * hd) -> (1, heads, seq, hd)
-            let rotate = |t: Tensor, n: usize| -> Result<Tensor> {
+            // RoPE in place on (seq, heads * hd).
+            let rotate = |t: Tensor, n: usize| -> Result<Vec<f32>> {
                 let mut xs = t.flatten_all()?.to_vec1::<f32>()?;
                 kernels::rope(&mut xs, n, hd, pos, &self.cos, &self.sin, self.neox_rope);
-                Tensor::from_vec(xs, (seq, n * hd), &Device::Cpu)
+                Ok(xs)
             };
             let (q, k) = (rotate(q, n_head)?, rotate(k, n_kv)?);
-            let heads = |t: Tensor, n: usize| -> Result<Tensor> { t.reshape((seq, n, hd))?.transpose(0, 1)?.contiguous()?.unsqueeze(0) };
-            let (q, k, v) = (heads(q, n_head)?, heads(k, n_kv)?, heads(v, n_kv)?);
-            if li == 0 && dbg {
-                let v = q.flatten_all()?.to_vec1::<f32>()?;
-                eprintln!("q rope h0 t0 {:?} h0 t1 {:?}", &v[..3], &v[hd..hd + 3]);
-                let v = k.flatten_all()?.to_vec1::<f32>()?;
-                eprintln!("k rope h0 t0 {:?} h0 t1 {:?}", &v[..3], &v[hd..hd + 3]);
-                let kk = k_dbg.to_vec2::<f32>()?;
-                for r in 4..kk.len() { eprintln!("kcur row {r} {:?} {:?}", &kk[r][..3], &kk[r][kk[r].len()-3..]); }
-                let kk = q_dbg.to_vec2::<f32>()?;
-                for r in 4..kk.len() { eprintln!("qcur row {r} {:?} {:?}", &kk[r][..3], &kk[r][kk[r].len()-3..]); }
-                let vv = v_dbg.to_vec2::<f32>()?;
-                for r in 0..vv.len() { eprintln!("vcur row {r} {:?} {:?}", &vv[r][..3], &vv[r][vv[r].len()-3..]); }
-            }
-            // Cache views: (n_kv, pos + seq, hd) f16, strided over the preallocated buffer.
-            let (k_all, v_all) = cache.write(li, pos, &k.squeeze(0)?, &v.squeeze(0)?)?;
-            // (seq, n_head * hd)
-            let y = if seq < TILED_MIN_ROWS {
-                let q = q.flatten_all()?.to_vec1::<f32>()?;
-                let shape = AttnShape { n_head, n_kv_head: n_kv, head_dim: hd, seq, pos, capacity: cache.capacity() };
-                let y = cache.with_layer(li, |k, v| attention_online_f16(&q, k, v, shape))?;
-                Tensor::from_vec(y, (seq, n_head * hd), &Device::Cpu)?
-            } else {
-                let q = q.flatten_all()?.to_vec1::<f32>()?;
-                let shape = AttnShape { n_head, n_kv_head: n_kv, head_dim: hd, seq, pos, capacity: cache.capacity() };
-                let y = cache.with_layer(li, |k, v| attention_tiled(&q, k, v, shape))?;
-                Tensor::from_vec(y, (seq, n_head * hd), &Device::Cpu)?
-            };
-            show(&format!("kqv_out-{li}"), &y);
-            if dbg && li == 6 { std::fs::write("/tmp/kqv6.json", serde_json::to_string(&y.to_vec2::<f32>()?).unwrap()).unwrap(); }
-            if li == 0 && dbg {
-                let v = y.to_vec2::<f32>()?;
-                for r in 0..v.len() { eprintln!("kqv row {r} {:?}", &v[r][..3]); }
-            }
+            // (seq, heads * hd) -> (heads, seq, hd): the layouts the kernel and cache use.
+            let heads = |t: Tensor, n: usize| -> Result<Tensor> { t.reshape((seq, n, hd))?.transpose(0, 1)?.contiguous() };
+            let q = heads(Tensor::from_vec(q, (seq, n_head * hd), &Device::Cpu)?, n_head)?.flatten_all()?.to_vec1::<f32>()?;
+            let k = heads(Tensor::from_vec(k, (seq, n_kv * hd), &Device::Cpu)?, n_kv)?;
+            cache.write(li, pos, &k, &heads(v, n_kv)?)?;
+            let shape = AttnShape { n_head, n_kv_head: n_kv, head_dim: hd, seq, pos, capacity: cache.capacity() };
+            // (seq, n_head * hd), llama.cpp's path for this many query rows.
+            let y = cache.with_layer(li, |k, v| {
+                if seq < TILED_MIN_ROWS {
+                    attention_online_f16(&q, k, v, shape)
+                } else {
+                    attention_tiled(&q, k, v, shape)
+                }
+            })?;
+            let y = Tensor::from_vec(y, (seq, n_head * hd), &Device::Cpu)?;
             x = (l.o.forward(&y)? + residual)?;
-            show(&format!("ffn_inp-{li}"), &x);
-            if li == 0 && dbg {
-                let v = x.to_vec2::<f32>()?;
-                for r in 0..v.len() { eprintln!("ffn_inp row {r} {:?} {:?}", &v[r][..3], &v[r][v[r].len()-3..]); }
-            }
-
             let residual = x.clone();
             let h = rms_norm(&x, &l.ffn_norm, hp.rms_eps)?;
             let (gate, up) = (l.gate.forward(&h)?, l.up.forward(&h)?);
             let act = kernels::swiglu(&gate.flatten_all()?.to_vec1::<f32>()?, &up.flatten_all()?.to_vec1::<f32>()?);
             let act = Tensor::from_vec(act, gate.shape(), &Device::Cpu)?;
             x = (l.down.forward(&act)? + residual)?;
-            show(&format!("l_out-{li}"), &x);
         }
         cache.tokens.extend_from_slice(tokens);
 
@@ -292,29 +240,4 @@ fn rms_norm(x: &Tensor, weight: &[f32], eps: f64) -> Result<Tensor> {
     let (rows, n) = x.dims2()?;
     let xs = x.flatten_all()?.to_vec1::<f32>()?;
     Tensor::from_vec(kernels::rms_norm(&xs, n, weight, eps as f32), (rows, n), &Device::Cpu)
-}
-
-/// Row r*seq + i may see cache positions 0..=pos + i.
-fn causal_mask(seq: usize, pos: usize, n_rep: usize) -> Result<Tensor> {
-    let total = pos + seq;
-    let mut m = vec![0f32; n_rep * seq * total];
-    for r in 0..n_rep {
-        for i in 0..seq {
-            let row = &mut m[(r * seq + i) * total..(r * seq + i + 1) * total];
-            row[pos + i + 1..].fill(f32::NEG_INFINITY);
-        }
-    }
-    Tensor::from_vec(m, (n_rep * seq, total), &Device::Cpu)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn mask_lets_each_row_see_its_past_only() {
-        let m = causal_mask(2, 1, 2).unwrap().to_vec2::<f32>().unwrap();
-        let inf = f32::NEG_INFINITY;
-        assert_eq!(m, vec![vec![0., 0., inf], vec![0., 0., 0.], vec![0., 0., inf], vec![0., 0., 0.]]);
-    }
 }
