@@ -109,8 +109,12 @@ struct GenerateArgs {
 
 #[derive(Args)]
 struct BenchArgs {
-    #[command(flatten)]
-    model: ModelOpts,
+    /// A tier (tiny, fast, quality) or the path of a GGUF file.
+    #[arg(long, short = 'm')]
+    model: Option<String>,
+    /// Compute threads (default: physical cores).
+    #[arg(long, short = 't')]
+    threads: Option<usize>,
     /// Context depths, comma-separated.
     #[arg(long = "ctx", value_delimiter = ',', default_values_t = vec![512, 2048, 8192])]
     depths: Vec<usize>,
@@ -291,8 +295,10 @@ fn generate(config: &Config, args: GenerateArgs) -> Result<ExitCode> {
 }
 
 fn run_bench(config: &Config, args: BenchArgs) -> Result<ExitCode> {
-    let source = model_source(&args.model, config)?;
-    let threads = init_threads(&args.model, config);
+    // The working context is sized from the depths below, not from --ctx.
+    let opts = ModelOpts { model: args.model.clone(), ctx: None, threads: args.threads };
+    let source = model_source(&opts, config)?;
+    let threads = init_threads(&opts, config);
     // Size the working context for the deepest depth that fits the model.
     let probe = lcode::engine::gguf::GgufFile::open(&source.path)?;
     let limit = probe.hparams()?.n_ctx_train;

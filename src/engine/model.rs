@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::quantized::{GgmlDType, QMatMul, QStorage, QTensor};
 use candle_core::{DType, Device, Module, Result, Tensor};
 
 use super::attention::{attention_online_f16, attention_tiled, AttnShape, TILED_MIN_ROWS};
@@ -29,10 +29,16 @@ enum Linear {
 
 impl Linear {
     fn new(t: QTensor) -> Result<Self> {
-        if t.dtype() == GgmlDType::Q4_1 {
-            let (n, k) = t.shape().dims2()?;
-            if k % kernels::QK == 0 {
-                return Ok(Self::Q4_1 { bytes: t.data()?.into_owned(), n, k });
+        let (n, k) = t.shape().dims2()?;
+        if k % kernels::QK == 0 {
+            match t.dtype() {
+                GgmlDType::Q4_1 => return Ok(Self::Q4_1 { bytes: t.data()?.into_owned(), n, k }),
+                GgmlDType::Q5_0 => {
+                    let q8 = kernels::q5_0_to_q8_0(&t.data()?);
+                    let storage = QStorage::from_data(std::borrow::Cow::Owned(q8), &Device::Cpu, GgmlDType::Q8_0)?;
+                    return Ok(Self::Candle(QMatMul::from_qtensor(QTensor::new(storage, (n, k))?)?));
+                }
+                _ => {}
             }
         }
         Ok(Self::Candle(QMatMul::from_qtensor(t)?))
@@ -47,6 +53,7 @@ impl Linear {
                 let xs = x.flatten_all()?.to_vec1::<f32>()?;
                 Tensor::from_vec(kernels::matmul_q4_1(&xs, seq, *k, bytes, *n), (seq, *n), &Device::Cpu)
             }
+
         }
     }
 }
