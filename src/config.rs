@@ -14,7 +14,9 @@ pub fn config_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("LCODE_CONFIG_DIR").filter(|d| !d.is_empty()) {
         return PathBuf::from(d);
     }
-    dirs().map(|d| d.config_dir().to_path_buf()).unwrap_or_else(|| PathBuf::from(".lcode"))
+    dirs()
+        .map(|d| d.config_dir().to_path_buf())
+        .unwrap_or_else(|| PathBuf::from(".lcode"))
 }
 
 /// `~/.local/state/lcode` on Linux (logs).
@@ -30,7 +32,9 @@ pub fn data_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("LCODE_DATA_DIR").filter(|d| !d.is_empty()) {
         return PathBuf::from(d);
     }
-    dirs().map(|d| d.data_dir().to_path_buf()).unwrap_or_else(|| PathBuf::from(".lcode-data"))
+    dirs()
+        .map(|d| d.data_dir().to_path_buf())
+        .unwrap_or_else(|| PathBuf::from(".lcode-data"))
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -56,7 +60,13 @@ impl Config {
     pub fn load() -> anyhow::Result<Self> {
         let path = Self::path();
         match std::fs::read_to_string(&path) {
-            Ok(text) => toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {}; fix or remove the file", path.display(), e.message())),
+            Ok(text) => toml::from_str(&text).map_err(|e| {
+                anyhow::anyhow!(
+                    "{}: {}; fix or remove the file",
+                    path.display(),
+                    e.message()
+                )
+            }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
             Err(e) => Err(anyhow::anyhow!("cannot read {}: {e}", path.display())),
         }

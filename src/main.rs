@@ -12,10 +12,17 @@ use serde_json::json;
 use lcode::config::Config;
 use lcode::engine::catalog;
 use lcode::engine::sampler::SamplingParams;
-use lcode::engine::{bench, discover, fetch, stats, EngineHandle, EngineOptions, GenerateRequest, MemoryEstimate, ModelSource, Prompt};
+use lcode::engine::{
+    bench, discover, fetch, stats, EngineHandle, EngineOptions, GenerateRequest, MemoryEstimate,
+    ModelSource, Prompt,
+};
 
 #[derive(Parser)]
-#[command(name = "lcode", version, about = "A terminal coding assistant that runs fully offline")]
+#[command(
+    name = "lcode",
+    version,
+    about = "A terminal coding assistant that runs fully offline"
+)]
 struct Cli {
     /// More detail in the log file (-v debug, -vv trace).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
@@ -143,14 +150,34 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Some(Cmd::Tokenize { model, jsonl }) => tokenize(&config, &model, jsonl),
         Some(Cmd::Generate(args)) => generate(&config, args),
         Some(Cmd::Bench(args)) => run_bench(&config, args),
-        Some(Cmd::Models { action: None, json, ctx }) => list_models(&config, json, ctx),
-        Some(Cmd::Models { action: Some(ModelsCmd::Pull { tier }), .. }) => {
-            let t = catalog::tier(&tier).with_context(|| format!("no tier named `{tier}`; the tiers are {}", catalog::tier_names().join(", ")))?;
+        Some(Cmd::Models {
+            action: None,
+            json,
+            ctx,
+        }) => list_models(&config, json, ctx),
+        Some(Cmd::Models {
+            action: Some(ModelsCmd::Pull { tier }),
+            ..
+        }) => {
+            let t = catalog::tier(&tier).with_context(|| {
+                format!(
+                    "no tier named `{tier}`; the tiers are {}",
+                    catalog::tier_names().join(", ")
+                )
+            })?;
             fetch::pull(&t, &mut |p| fetch::print_progress(&t.name, &p))?;
             Ok(ExitCode::SUCCESS)
         }
-        Some(Cmd::Models { action: Some(ModelsCmd::Rm { tier }), .. }) => {
-            let t = catalog::tier(&tier).with_context(|| format!("no tier named `{tier}`; the tiers are {}", catalog::tier_names().join(", ")))?;
+        Some(Cmd::Models {
+            action: Some(ModelsCmd::Rm { tier }),
+            ..
+        }) => {
+            let t = catalog::tier(&tier).with_context(|| {
+                format!(
+                    "no tier named `{tier}`; the tiers are {}",
+                    catalog::tier_names().join(", ")
+                )
+            })?;
             if fetch::remove(&t)? {
                 eprintln!("removed {}", t.path().display());
             } else {
@@ -158,17 +185,25 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        None => bail!("the interactive app is not built yet; use `lcode generate` or `lcode bench`"),
+        None => {
+            bail!("the interactive app is not built yet; use `lcode generate` or `lcode bench`")
+        }
     }
 }
 
 /// Threads for the compute pools; must run before the first tensor operation.
 fn init_threads(opts: &ModelOpts, config: &Config) -> usize {
-    let n = opts.threads.or(config.threads).unwrap_or_else(stats::physical_cores).max(1);
+    let n = opts
+        .threads
+        .or(config.threads)
+        .unwrap_or_else(stats::physical_cores)
+        .max(1);
     // candle's matmuls read these; rayon's global pool takes the count at first use.
     std::env::set_var("RAYON_NUM_THREADS", n.to_string());
     std::env::set_var("CANDLE_NUM_THREADS", n.to_string());
-    let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
+    let _ = rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build_global();
     n
 }
 
@@ -182,20 +217,31 @@ fn model_source(opts: &ModelOpts, config: &Config) -> Result<ModelSource> {
 }
 
 fn working_ctx(opts: &ModelOpts, config: &Config) -> usize {
-    opts.ctx.or(config.ctx).unwrap_or(lcode::engine::DEFAULT_CTX)
+    opts.ctx
+        .or(config.ctx)
+        .unwrap_or(lcode::engine::DEFAULT_CTX)
 }
 
-fn start_engine(opts: &ModelOpts, config: &Config, ctx: usize) -> Result<(EngineHandle, lcode::engine::ModelInfo)> {
+fn start_engine(
+    opts: &ModelOpts,
+    config: &Config,
+    ctx: usize,
+) -> Result<(EngineHandle, lcode::engine::ModelInfo)> {
     let source = model_source(opts, config)?;
     init_threads(opts, config);
-    let engine = EngineHandle::spawn(EngineOptions { ctx, ..Default::default() });
+    let engine = EngineHandle::spawn(EngineOptions {
+        ctx,
+        ..Default::default()
+    });
     let info = engine.load_blocking(source)?;
     Ok((engine, info))
 }
 
 fn read_stdin() -> Result<String> {
     let mut bytes = Vec::new();
-    std::io::stdin().read_to_end(&mut bytes).context("read stdin")?;
+    std::io::stdin()
+        .read_to_end(&mut bytes)
+        .context("read stdin")?;
     String::from_utf8(bytes).context("stdin is not UTF-8 text")
 }
 
@@ -212,7 +258,12 @@ fn tokenize(config: &Config, opts: &ModelOpts, jsonl: bool) -> Result<ExitCode> 
             if line.trim().is_empty() {
                 continue;
             }
-            let text: String = serde_json::from_str(line).map_err(|e| anyhow::anyhow!("line {}: not a JSON string ({e}); each line must be one JSON string", i + 1))?;
+            let text: String = serde_json::from_str(line).map_err(|e| {
+                anyhow::anyhow!(
+                    "line {}: not a JSON string ({e}); each line must be one JSON string",
+                    i + 1
+                )
+            })?;
             writeln!(out, "{}", serde_json::to_string(&vocab.encode(&text)?)?)?;
         }
     } else {
@@ -223,7 +274,11 @@ fn tokenize(config: &Config, opts: &ModelOpts, jsonl: bool) -> Result<ExitCode> 
 }
 
 fn generate(config: &Config, args: GenerateArgs) -> Result<ExitCode> {
-    let prompt_text = if args.prompt == "-" { read_stdin()? } else { args.prompt.clone() };
+    let prompt_text = if args.prompt == "-" {
+        read_stdin()?
+    } else {
+        args.prompt.clone()
+    };
     let mut sampling = SamplingParams::greedy();
     if !args.greedy {
         sampling.temperature = args.temp.unwrap_or(0.0);
@@ -238,7 +293,10 @@ fn generate(config: &Config, args: GenerateArgs) -> Result<ExitCode> {
     let prompt = if args.raw {
         Prompt::Raw(prompt_text)
     } else {
-        Prompt::Chat(vec![lcode::engine::template::ChatMessage::new("user", prompt_text)])
+        Prompt::Chat(vec![lcode::engine::template::ChatMessage::new(
+            "user",
+            prompt_text,
+        )])
     };
     let request = GenerateRequest {
         prompt,
@@ -256,7 +314,12 @@ fn generate(config: &Config, args: GenerateArgs) -> Result<ExitCode> {
                 stdout.write_all(text.as_bytes())?;
                 stdout.flush()?;
             }
-            E::Done { stop, text, tokens, stats } => {
+            E::Done {
+                stop,
+                text,
+                tokens,
+                stats,
+            } => {
                 if args.json {
                     let line = json!({
                         "text": text,
@@ -296,7 +359,11 @@ fn generate(config: &Config, args: GenerateArgs) -> Result<ExitCode> {
 
 fn run_bench(config: &Config, args: BenchArgs) -> Result<ExitCode> {
     // The working context is sized from the depths below, not from --ctx.
-    let opts = ModelOpts { model: args.model.clone(), ctx: None, threads: args.threads };
+    let opts = ModelOpts {
+        model: args.model.clone(),
+        ctx: None,
+        threads: args.threads,
+    };
     let source = model_source(&opts, config)?;
     let threads = init_threads(&opts, config);
     // Size the working context for the deepest depth that fits the model.
@@ -314,11 +381,27 @@ fn run_bench(config: &Config, args: BenchArgs) -> Result<ExitCode> {
     let Some(ctx) = depths.iter().map(|&d| bench::positions_needed(d)).max() else {
         bail!("no depth fits the model's context of {limit}; pass smaller --ctx values");
     };
-    let engine = EngineHandle::spawn(EngineOptions { ctx, ..Default::default() });
+    let engine = EngineHandle::spawn(EngineOptions {
+        ctx,
+        ..Default::default()
+    });
     let info = engine.load_blocking(source)?;
-    eprintln!("loaded {} in {:.0} ms ({} threads)", info.name, info.load_ms, threads);
+    eprintln!(
+        "loaded {} in {:.0} ms ({} threads)",
+        info.name, info.load_ms, threads
+    );
     if !args.json {
-        println!("{:>6} {:>12} {:>12} {:>7} {:>12} {:>11} {:>8} {:>7}", "ctx", "ttft cold ms", "ttft warm ms", "reused", "prefill t/s", "decode t/s", "rss MB", "kv MB");
+        println!(
+            "{:>6} {:>12} {:>12} {:>7} {:>12} {:>11} {:>8} {:>7}",
+            "ctx",
+            "ttft cold ms",
+            "ttft warm ms",
+            "reused",
+            "prefill t/s",
+            "decode t/s",
+            "rss MB",
+            "kv MB"
+        );
     }
     for d in depths {
         let row = bench::run_depth(&engine, &info, d, threads)?;
@@ -327,7 +410,14 @@ fn run_bench(config: &Config, args: BenchArgs) -> Result<ExitCode> {
         } else {
             println!(
                 "{:>6} {:>12.0} {:>12.0} {:>7} {:>12.1} {:>11.1} {:>8.0} {:>7.0}",
-                row.ctx, row.ttft_cold_ms, row.ttft_warm_ms, row.reused_tokens, row.prefill_tps, row.decode_tps, row.rss_mb, row.kv_mb
+                row.ctx,
+                row.ttft_cold_ms,
+                row.ttft_warm_ms,
+                row.reused_tokens,
+                row.prefill_tps,
+                row.decode_tps,
+                row.rss_mb,
+                row.kv_mb
             );
         }
         std::io::stdout().flush()?;
@@ -361,16 +451,30 @@ fn list_models(config: &Config, json_out: bool, ctx: Option<usize>) -> Result<Ex
         return Ok(ExitCode::SUCCESS);
     }
     let avail = stats::available_memory();
-    println!("model directory: {}   (memory at a {ctx}-token context; {} available now)", catalog::model_dir().display(), lcode::engine::gib(avail));
-    println!("{:<10} {:<44} {:<14} {:>10} {:>11}  fit", "tier", "model", "status", "size", "needs");
+    println!(
+        "model directory: {}   (memory at a {ctx}-token context; {} available now)",
+        catalog::model_dir().display(),
+        lcode::engine::gib(avail)
+    );
+    println!(
+        "{:<10} {:<44} {:<14} {:>10} {:>11}  fit",
+        "tier", "model", "status", "size", "needs"
+    );
     for r in rows {
         let name = r["tier"].as_str().or(r["source"].as_str()).unwrap_or("");
         let status = if r["tier"].is_string() {
-            if r["installed"].as_bool() == Some(true) { "installed" } else { "not installed" }
+            if r["installed"].as_bool() == Some(true) {
+                "installed"
+            } else {
+                "not installed"
+            }
         } else {
             "found"
         };
-        let needs = r["memory_needed"].as_u64().map(lcode::engine::gib).unwrap_or_else(|| "?".into());
+        let needs = r["memory_needed"]
+            .as_u64()
+            .map(lcode::engine::gib)
+            .unwrap_or_else(|| "?".into());
         let fit = match r["fits"].as_bool() {
             Some(true) => "fits",
             Some(false) => "does not fit",
@@ -394,8 +498,14 @@ fn list_models(config: &Config, json_out: bool, ctx: Option<usize>) -> Result<Ex
 
 /// The memory estimate of a file, read from its header; for a catalog file not yet
 /// installed, from the catalog's size with the header unknown (so: no verdict).
-fn estimate(path: &std::path::Path, ctx: usize, size: u64) -> (Option<MemoryEstimate>, Option<bool>) {
-    match lcode::engine::gguf::GgufFile::open(path).and_then(|g| g.hparams().map(|h| (g.file_size, h))) {
+fn estimate(
+    path: &std::path::Path,
+    ctx: usize,
+    size: u64,
+) -> (Option<MemoryEstimate>, Option<bool>) {
+    match lcode::engine::gguf::GgufFile::open(path)
+        .and_then(|g| g.hparams().map(|h| (g.file_size, h)))
+    {
         Ok((file_size, hp)) => {
             let m = MemoryEstimate::new(file_size.max(size), &hp, ctx);
             (Some(m), Some(m.fits()))

@@ -11,7 +11,11 @@ use candle_core::{Device, Tensor};
 
 fn generate_with(model: &Path, extra: &[&str]) -> std::process::Output {
     let mut c = common::lcode();
-    c.args(["generate", "--raw", "--greedy", "-n", "2", "--prompt", "hello", "--model"]).arg(model).args(extra);
+    c.args([
+        "generate", "--raw", "--greedy", "-n", "2", "--prompt", "hello", "--model",
+    ])
+    .arg(model)
+    .args(extra);
     c.output().unwrap()
 }
 
@@ -38,7 +42,10 @@ fn write_gguf(path: &Path, arch: &str, dtype: GgmlDType) {
 #[test]
 fn a_missing_model_path_is_an_error_never_a_download() {
     let err = common::one_line_error(&generate_with(Path::new("/no/such/model.gguf"), &[]));
-    assert!(err.contains("no model file at /no/such/model.gguf"), "{err}");
+    assert!(
+        err.contains("no model file at /no/such/model.gguf"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -67,7 +74,10 @@ fn a_truncated_model_is_refused_with_the_fix() {
     let bytes = std::fs::read(&src).unwrap();
     std::fs::write(&p, &bytes[..bytes.len() / 2]).unwrap();
     let err = common::one_line_error(&generate_with(&p, &[]));
-    assert!(err.contains("truncated") && err.contains("lcode models pull"), "{err}");
+    assert!(
+        err.contains("truncated") && err.contains("lcode models pull"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -76,7 +86,10 @@ fn an_unsupported_architecture_is_named() {
     let p = dir.path().join("mamba.gguf");
     write_gguf(&p, "mamba", GgmlDType::Q8_0);
     let err = common::one_line_error(&generate_with(&p, &[]));
-    assert!(err.contains("architecture `mamba` is not supported"), "{err}");
+    assert!(
+        err.contains("architecture `mamba` is not supported"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -93,16 +106,25 @@ fn a_prompt_longer_than_the_context_is_refused() {
     let model = common::model("tiny");
     let long = "word ".repeat(400);
     let mut c = common::lcode();
-    c.args(["generate", "--raw", "-n", "2", "--ctx", "128", "--prompt", &long, "--model"]).arg(&model);
+    c.args([
+        "generate", "--raw", "-n", "2", "--ctx", "128", "--prompt", &long, "--model",
+    ])
+    .arg(&model);
     let err = common::one_line_error(&c.output().unwrap());
-    assert!(err.contains("working context is 128") && err.contains("--ctx"), "{err}");
+    assert!(
+        err.contains("working context is 128") && err.contains("--ctx"),
+        "{err}"
+    );
 }
 
 #[test]
 fn a_model_that_does_not_fit_is_refused_at_load() {
     let model = common::model("tiny");
     let err = common::one_line_error(&generate_with(&model, &["--ctx", "10000000"]));
-    assert!(err.contains("does not fit") && err.contains("lower --ctx"), "{err}");
+    assert!(
+        err.contains("does not fit") && err.contains("lower --ctx"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -115,13 +137,23 @@ fn a_tier_not_installed_names_models_pull() {
         .unwrap();
     let err = common::one_line_error(&out);
     assert!(err.contains("lcode models pull quality"), "{err}");
-    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "nothing was downloaded");
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "nothing was downloaded"
+    );
 }
 
 #[test]
 fn unknown_tiers_for_pull_and_rm_are_errors() {
-    let out = common::lcode().args(["models", "pull", "huge"]).output().unwrap();
+    let out = common::lcode()
+        .args(["models", "pull", "huge"])
+        .output()
+        .unwrap();
     assert!(common::one_line_error(&out).contains("no tier named `huge`"));
-    let out = common::lcode().args(["models", "rm", "huge"]).output().unwrap();
+    let out = common::lcode()
+        .args(["models", "rm", "huge"])
+        .output()
+        .unwrap();
     assert!(common::one_line_error(&out).contains("the tiers are tiny, fast, quality"));
 }

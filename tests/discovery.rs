@@ -9,7 +9,8 @@ fn models_lists_tiers_and_the_three_discovery_layouts() {
     let home = tempfile::tempdir().unwrap();
     let h = home.path();
     // Hugging Face hub cache.
-    let snap = h.join(".cache/huggingface/hub/models--Qwen--Qwen2.5-Coder-7B-GGUF/snapshots/abc123");
+    let snap =
+        h.join(".cache/huggingface/hub/models--Qwen--Qwen2.5-Coder-7B-GGUF/snapshots/abc123");
     fs::create_dir_all(&snap).unwrap();
     fs::write(snap.join("qwen-7b-q4_k_m.gguf"), b"GGUF-hf").unwrap();
     fs::write(snap.join("README.md"), b"not a model").unwrap();
@@ -40,20 +41,45 @@ fn models_lists_tiers_and_the_three_discovery_layouts() {
         .args(["models", "--json"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let rows: Vec<serde_json::Value> = String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     let tiers: Vec<&str> = rows.iter().filter_map(|r| r["tier"].as_str()).collect();
     assert_eq!(tiers, vec!["tiny", "fast", "quality"]);
-    assert!(rows.iter().filter(|r| r["tier"].is_string()).all(|r| r["installed"] == false));
-    let found = |source: &str| rows.iter().find(|r| r["source"] == source).unwrap_or_else(|| panic!("no {source} row in {rows:?}")).clone();
+    assert!(rows
+        .iter()
+        .filter(|r| r["tier"].is_string())
+        .all(|r| r["installed"] == false));
+    let found = |source: &str| {
+        rows.iter()
+            .find(|r| r["source"] == source)
+            .unwrap_or_else(|| panic!("no {source} row in {rows:?}"))
+            .clone()
+    };
     let hf = found("huggingface");
-    assert_eq!(hf["model"], "Qwen/Qwen2.5-Coder-7B-GGUF/qwen-7b-q4_k_m.gguf");
+    assert_eq!(
+        hf["model"],
+        "Qwen/Qwen2.5-Coder-7B-GGUF/qwen-7b-q4_k_m.gguf"
+    );
     assert_eq!(hf["size"], 7);
     let ol = found("ollama");
     assert_eq!(ol["model"], "qwen2.5-coder:1.5b");
-    assert!(ol["path"].as_str().unwrap().ends_with("blobs/sha256-0123abcd"));
+    assert!(ol["path"]
+        .as_str()
+        .unwrap()
+        .ends_with("blobs/sha256-0123abcd"));
     let lm = found("lmstudio");
-    assert_eq!(lm["model"], "lmstudio-community/SmolLM2-GGUF/smollm2-q8_0.gguf");
+    assert_eq!(
+        lm["model"],
+        "lmstudio-community/SmolLM2-GGUF/smollm2-q8_0.gguf"
+    );
     assert_eq!(rows.iter().filter(|r| r["source"].is_string()).count(), 3);
 
     // HF_HOME moves the hub cache.
@@ -61,7 +87,13 @@ fn models_lists_tiers_and_the_three_discovery_layouts() {
     let snap = other.path().join("hub/models--a--b/snapshots/r1");
     fs::create_dir_all(&snap).unwrap();
     fs::write(snap.join("m.gguf"), b"x").unwrap();
-    let out = common::lcode().env("HOME", h).env("HF_HOME", other.path()).env("LCODE_MODELS", models.path()).args(["models", "--json"]).output().unwrap();
+    let out = common::lcode()
+        .env("HOME", h)
+        .env("HF_HOME", other.path())
+        .env("LCODE_MODELS", models.path())
+        .args(["models", "--json"])
+        .output()
+        .unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("a/b/m.gguf"), "{text}");
 }
@@ -73,8 +105,14 @@ fn models_table_says_whether_an_installed_tier_fits() {
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
     let tiny = text.lines().find(|l| l.starts_with("tiny")).unwrap();
-    assert!(tiny.contains("installed") && tiny.contains("fits"), "{tiny}");
-    let out = common::lcode().args(["models", "--ctx", "100000000"]).output().unwrap();
+    assert!(
+        tiny.contains("installed") && tiny.contains("fits"),
+        "{tiny}"
+    );
+    let out = common::lcode()
+        .args(["models", "--ctx", "100000000"])
+        .output()
+        .unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
     let tiny = text.lines().find(|l| l.starts_with("tiny")).unwrap();
     assert!(tiny.contains("does not fit"), "{tiny}");

@@ -5,13 +5,18 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use lcode::engine::{EngineEvent, EngineHandle, EngineOptions, GenerateRequest, ModelSource, Prompt, StopReason};
+use lcode::engine::{
+    EngineEvent, EngineHandle, EngineOptions, GenerateRequest, ModelSource, Prompt, StopReason,
+};
 
 fn engine(tier: &str) -> (EngineHandle, lcode::engine::ModelInfo) {
     let path = common::model(tier);
     let engine = EngineHandle::spawn(EngineOptions::default());
     let info = engine
-        .load_blocking(ModelSource { path, tier: Some(tier.into()) })
+        .load_blocking(ModelSource {
+            path,
+            tier: Some(tier.into()),
+        })
         .expect("load");
     (engine, info)
 }
@@ -20,7 +25,10 @@ fn check_tokenizer(tier: &str, reference: &str) {
     let path = common::model(tier);
     let gguf = lcode::engine::gguf::GgufFile::open(&path).unwrap();
     let vocab = lcode::engine::tokenizer::Vocab::from_gguf(&gguf).unwrap();
-    let cases = common::reference(reference)["cases"].as_array().unwrap().clone();
+    let cases = common::reference(reference)["cases"]
+        .as_array()
+        .unwrap()
+        .clone();
     assert!(cases.len() > 100);
     let mut bad = Vec::new();
     for case in &cases {
@@ -30,7 +38,12 @@ fn check_tokenizer(tier: &str, reference: &str) {
             bad.push(text.chars().take(40).collect::<String>());
         }
     }
-    assert!(bad.is_empty(), "{} of {} texts tokenize differently: {bad:?}", bad.len(), cases.len());
+    assert!(
+        bad.is_empty(),
+        "{} of {} texts tokenize differently: {bad:?}",
+        bad.len(),
+        cases.len()
+    );
 }
 
 #[test]
@@ -88,20 +101,32 @@ fn required(case: &serde_json::Value) -> usize {
 
 fn greedy_parity(tier: &str, reference: &str) {
     let (engine, _) = engine(tier);
-    let cases = common::reference(reference)["cases"].as_array().unwrap().clone();
+    let cases = common::reference(reference)["cases"]
+        .as_array()
+        .unwrap()
+        .clone();
     let mut matched = 0;
     for case in &cases {
         let prompt: Vec<u32> = serde_json::from_value(case["prompt_ids"].clone()).unwrap();
         let want: Vec<u32> = serde_json::from_value(case["greedy_ids"].clone()).unwrap();
-        let got = engine.generate_blocking(GenerateRequest::new(Prompt::Tokens(prompt), 16)).unwrap();
+        let got = engine
+            .generate_blocking(GenerateRequest::new(Prompt::Tokens(prompt), 16))
+            .unwrap();
         let k = required(case);
         if got.tokens.len() >= k && got.tokens[..k] == want[..k] {
             matched += 1;
         }
     }
     let rate = matched as f64 / cases.len() as f64;
-    eprintln!("{tier}: {matched}/{} greedy cases match llama.cpp", cases.len());
-    assert!(rate >= 0.9, "{tier}: only {matched}/{} greedy cases match llama.cpp", cases.len());
+    eprintln!(
+        "{tier}: {matched}/{} greedy cases match llama.cpp",
+        cases.len()
+    );
+    assert!(
+        rate >= 0.9,
+        "{tier}: only {matched}/{} greedy cases match llama.cpp",
+        cases.len()
+    );
 }
 
 #[test]
@@ -121,19 +146,31 @@ fn a_warm_cache_gives_the_cold_runs_tokens() {
     let text = "def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n";
     let prompt = info.vocab.encode(text).unwrap();
     engine.clear_cache();
-    let cold = engine.generate_blocking(GenerateRequest::new(Prompt::Tokens(prompt.clone()), 24)).unwrap();
+    let cold = engine
+        .generate_blocking(GenerateRequest::new(Prompt::Tokens(prompt.clone()), 24))
+        .unwrap();
     assert_eq!(cold.stats.reused_tokens, 0);
-    let warm = engine.generate_blocking(GenerateRequest::new(Prompt::Tokens(prompt.clone()), 24)).unwrap();
+    let warm = engine
+        .generate_blocking(GenerateRequest::new(Prompt::Tokens(prompt.clone()), 24))
+        .unwrap();
     assert_eq!(warm.stats.reused_tokens, prompt.len() - 1);
     assert_eq!(warm.tokens, cold.tokens);
     // A follow-up turn: the cached prompt plus the answer plus new text.
     let mut follow = prompt.clone();
     follow.extend(&cold.tokens[..cold.tokens.len() - 1]);
     follow.extend(info.vocab.encode("\n# Now in Rust\n").unwrap());
-    let warm2 = engine.generate_blocking(GenerateRequest::new(Prompt::Tokens(follow.clone()), 16)).unwrap();
-    assert!(warm2.stats.reused_tokens >= prompt.len() + cold.tokens.len() - 2, "reused {}", warm2.stats.reused_tokens);
+    let warm2 = engine
+        .generate_blocking(GenerateRequest::new(Prompt::Tokens(follow.clone()), 16))
+        .unwrap();
+    assert!(
+        warm2.stats.reused_tokens >= prompt.len() + cold.tokens.len() - 2,
+        "reused {}",
+        warm2.stats.reused_tokens
+    );
     engine.clear_cache();
-    let cold2 = engine.generate_blocking(GenerateRequest::new(Prompt::Tokens(follow), 16)).unwrap();
+    let cold2 = engine
+        .generate_blocking(GenerateRequest::new(Prompt::Tokens(follow), 16))
+        .unwrap();
     assert_eq!(cold2.stats.reused_tokens, 0);
     assert_eq!(warm2.tokens, cold2.tokens);
 }
@@ -141,13 +178,27 @@ fn a_warm_cache_gives_the_cold_runs_tokens() {
 #[test]
 fn two_sequences_do_not_evict_each_other() {
     let (engine, info) = engine("tiny");
-    let a = info.vocab.encode("The conversation so far: a user asks about sorting lists in Python.").unwrap();
-    let b = info.vocab.encode("A side query that shares nothing: list the files of the repo.").unwrap();
-    engine.generate_blocking(GenerateRequest::new(Prompt::Tokens(a.clone()), 4)).unwrap();
-    engine.generate_blocking(GenerateRequest::new(Prompt::Tokens(b.clone()), 4)).unwrap();
-    let again = engine.generate_blocking(GenerateRequest::new(Prompt::Tokens(a.clone()), 4)).unwrap();
+    let a = info
+        .vocab
+        .encode("The conversation so far: a user asks about sorting lists in Python.")
+        .unwrap();
+    let b = info
+        .vocab
+        .encode("A side query that shares nothing: list the files of the repo.")
+        .unwrap();
+    engine
+        .generate_blocking(GenerateRequest::new(Prompt::Tokens(a.clone()), 4))
+        .unwrap();
+    engine
+        .generate_blocking(GenerateRequest::new(Prompt::Tokens(b.clone()), 4))
+        .unwrap();
+    let again = engine
+        .generate_blocking(GenerateRequest::new(Prompt::Tokens(a.clone()), 4))
+        .unwrap();
     assert_eq!(again.stats.reused_tokens, a.len() - 1);
-    let again = engine.generate_blocking(GenerateRequest::new(Prompt::Tokens(b.clone()), 4)).unwrap();
+    let again = engine
+        .generate_blocking(GenerateRequest::new(Prompt::Tokens(b.clone()), 4))
+        .unwrap();
     assert_eq!(again.stats.reused_tokens, b.len() - 1);
 }
 
@@ -172,7 +223,12 @@ fn cancel_stops_within_a_token_and_stats_are_reported() {
                     cancelled_at = Some(Instant::now());
                 }
             }
-            EngineEvent::Done { stop, stats, tokens, .. } => {
+            EngineEvent::Done {
+                stop,
+                stats,
+                tokens,
+                ..
+            } => {
                 done = Some((stop, stats, tokens));
                 break;
             }
@@ -182,11 +238,18 @@ fn cancel_stops_within_a_token_and_stats_are_reported() {
     }
     let (stop, stats, tokens) = done.expect("a Done event");
     assert_eq!(stop, StopReason::Cancelled);
-    assert!(tokens_after_cancel <= 1, "{tokens_after_cancel} tokens after cancel");
+    assert!(
+        tokens_after_cancel <= 1,
+        "{tokens_after_cancel} tokens after cancel"
+    );
     assert!(tokens.len() <= 3);
-    assert!(stats.prompt_tokens > 0 && stats.ttft_ms > 0.0 && stats.kv_bytes > 0 && stats.rss_mb > 0.0);
+    assert!(
+        stats.prompt_tokens > 0 && stats.ttft_ms > 0.0 && stats.kv_bytes > 0 && stats.rss_mb > 0.0
+    );
     // The engine still answers after a cancel.
-    let c = engine.generate_blocking(GenerateRequest::new(Prompt::Raw("Hello".into()), 3)).unwrap();
+    let c = engine
+        .generate_blocking(GenerateRequest::new(Prompt::Raw("Hello".into()), 3))
+        .unwrap();
     assert_eq!(c.stop, StopReason::Length);
     assert!(c.stats.prefill_tps > 0.0 && c.stats.decode_tps > 0.0);
 }
@@ -195,17 +258,40 @@ fn cancel_stops_within_a_token_and_stats_are_reported() {
 fn generate_json_has_the_documented_fields() {
     common::model("tiny");
     let out = common::lcode()
-        .args(["generate", "--model", "tiny", "--raw", "--greedy", "--json", "-n", "5", "--prompt", "def add(a, b):\n"])
+        .args([
+            "generate",
+            "--model",
+            "tiny",
+            "--raw",
+            "--greedy",
+            "--json",
+            "-n",
+            "5",
+            "--prompt",
+            "def add(a, b):\n",
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8(out.stdout).unwrap();
     assert_eq!(stdout.lines().count(), 1);
     let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert!(v["text"].is_string());
     assert!(v["tokens"].as_array().unwrap().len() <= 5);
     assert!(["eos", "length", "stop_string"].contains(&v["stop"].as_str().unwrap()));
-    for key in ["prompt_tokens", "reused_tokens", "ttft_ms", "prefill_tps", "decode_tps", "kv_bytes", "rss_mb"] {
+    for key in [
+        "prompt_tokens",
+        "reused_tokens",
+        "ttft_ms",
+        "prefill_tps",
+        "decode_tps",
+        "kv_bytes",
+        "rss_mb",
+    ] {
         assert!(v["stats"][key].is_number(), "missing stats.{key}");
     }
 }
@@ -215,7 +301,10 @@ fn stdin_prompts_keep_their_trailing_newline() {
     common::model("tiny");
     let run = |prompt: &[u8]| {
         let mut c = common::lcode();
-        c.args(["generate", "--model", "tiny", "--raw", "--greedy", "--json", "-n", "1", "--prompt", "-"]);
+        c.args([
+            "generate", "--model", "tiny", "--raw", "--greedy", "--json", "-n", "1", "--prompt",
+            "-",
+        ]);
         let out = common::run_with_stdin(c, prompt);
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         v["stats"]["prompt_tokens"].as_u64().unwrap()

@@ -32,7 +32,14 @@ pub struct AttnShape {
 /// q: (n_head, seq, head_dim) f32, rotated. k, v: (n_kv_head, capacity, head_dim) f16,
 /// holding positions 0..pos + seq. Returns (seq, n_head * head_dim) f32.
 pub fn attention_online_f16(q: &[f32], k: &[f16], v: &[f16], s: AttnShape) -> Vec<f32> {
-    let AttnShape { n_head, n_kv_head, head_dim: hd, seq, pos, capacity } = s;
+    let AttnShape {
+        n_head,
+        n_kv_head,
+        head_dim: hd,
+        seq,
+        pos,
+        capacity,
+    } = s;
     let n_rep = n_head / n_kv_head;
     let scale = 1.0 / (hd as f32).sqrt();
     let mut out = vec![0f32; seq * n_head * hd];
@@ -129,7 +136,14 @@ const KV_TILE: usize = 64;
 /// exponentials are ggml's vectorised `expf` summed in f64 per 16, and `p · v`
 /// accumulated in f32. Same inputs and output layout as `attention_online_f16`.
 pub fn attention_tiled(q: &[f32], k: &[f16], v: &[f16], s: AttnShape) -> Vec<f32> {
-    let AttnShape { n_head, n_kv_head, head_dim: hd, seq, pos, capacity } = s;
+    let AttnShape {
+        n_head,
+        n_kv_head,
+        head_dim: hd,
+        seq,
+        pos,
+        capacity,
+    } = s;
     let n_rep = n_head / n_kv_head;
     let scale = 1.0 / (hd as f32).sqrt();
     let total = pos + seq;
@@ -169,7 +183,11 @@ pub fn attention_tiled(q: &[f32], k: &[f16], v: &[f16], s: AttnShape) -> Vec<f32
                     }
                     let visible = (pos + i + 1 - t0).min(KV_TILE);
                     for (tk, o) in kq.iter_mut().enumerate() {
-                        *o = if tk < visible { *o * scale } else { f32::NEG_INFINITY };
+                        *o = if tk < visible {
+                            *o * scale
+                        } else {
+                            f32::NEG_INFINITY
+                        };
                     }
                     let tile_max = kq.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
                     let m_new = max[i].max(tile_max);
@@ -207,7 +225,8 @@ pub fn attention_tiled(q: &[f32], k: &[f16], v: &[f16], s: AttnShape) -> Vec<f32
     let mut out = vec![0f32; seq * n_head * hd];
     for (h, acc) in per_head.iter().enumerate() {
         for i in 0..seq {
-            out[(i * n_head + h) * hd..(i * n_head + h + 1) * hd].copy_from_slice(&acc[i * hd..(i + 1) * hd]);
+            out[(i * n_head + h) * hd..(i * n_head + h + 1) * hd]
+                .copy_from_slice(&acc[i * hd..(i + 1) * hd]);
         }
     }
     out
@@ -235,14 +254,22 @@ mod tests {
                 let scores: Vec<f64> = (0..=s.pos + i)
                     .map(|ic| {
                         let kr = &k[(kv * s.capacity + ic) * hd..][..hd];
-                        kr.iter().zip(qr).map(|(a, b)| a.to_f64() * *b as f64).sum::<f64>() / (hd as f64).sqrt()
+                        kr.iter()
+                            .zip(qr)
+                            .map(|(a, b)| a.to_f64() * *b as f64)
+                            .sum::<f64>()
+                            / (hd as f64).sqrt()
                     })
                     .collect();
                 let m = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
                 let w: Vec<f64> = scores.iter().map(|x| (x - m).exp()).collect();
                 let z: f64 = w.iter().sum();
                 for d in 0..hd {
-                    let y: f64 = w.iter().enumerate().map(|(ic, wi)| wi * v[(kv * s.capacity + ic) * hd + d].to_f64()).sum();
+                    let y: f64 = w
+                        .iter()
+                        .enumerate()
+                        .map(|(ic, wi)| wi * v[(kv * s.capacity + ic) * hd + d].to_f64())
+                        .sum();
                     out[(i * s.n_head + h) * hd + d] = (y / z) as f32;
                 }
             }
@@ -252,13 +279,30 @@ mod tests {
 
     #[test]
     fn matches_plain_softmax_attention_with_grouped_heads_and_causality() {
-        let s = AttnShape { n_head: 4, n_kv_head: 2, head_dim: 8, seq: 70, pos: 5, capacity: 80 };
-        let wave = |n: usize, f: f32| -> Vec<f32> { (0..n).map(|i| ((i as f32) * f).sin()).collect() };
+        let s = AttnShape {
+            n_head: 4,
+            n_kv_head: 2,
+            head_dim: 8,
+            seq: 70,
+            pos: 5,
+            capacity: 80,
+        };
+        let wave =
+            |n: usize, f: f32| -> Vec<f32> { (0..n).map(|i| ((i as f32) * f).sin()).collect() };
         let q = wave(s.n_head * s.seq * s.head_dim, 0.37);
-        let k: Vec<f16> = wave(s.n_kv_head * s.capacity * s.head_dim, 0.11).into_iter().map(f16::from_f32).collect();
-        let v: Vec<f16> = wave(s.n_kv_head * s.capacity * s.head_dim, 0.23).into_iter().map(f16::from_f32).collect();
+        let k: Vec<f16> = wave(s.n_kv_head * s.capacity * s.head_dim, 0.11)
+            .into_iter()
+            .map(f16::from_f32)
+            .collect();
+        let v: Vec<f16> = wave(s.n_kv_head * s.capacity * s.head_dim, 0.23)
+            .into_iter()
+            .map(f16::from_f32)
+            .collect();
         let want = reference(&q, &k, &v, s);
-        for got in [attention_online_f16(&q, &k, &v, s), attention_tiled(&q, &k, &v, s)] {
+        for got in [
+            attention_online_f16(&q, &k, &v, s),
+            attention_tiled(&q, &k, &v, s),
+        ] {
             for (a, b) in got.iter().zip(&want) {
                 assert!((a - b).abs() < 5e-3, "{a} vs {b}");
             }

@@ -35,7 +35,12 @@ pub fn fixed_prompt(info: &ModelInfo, n: usize) -> Result<Vec<u32>, EngineError>
     Ok(base.iter().copied().cycle().take(n).collect())
 }
 
-pub fn run_depth(engine: &EngineHandle, info: &ModelInfo, ctx: usize, threads: usize) -> Result<BenchRow, EngineError> {
+pub fn run_depth(
+    engine: &EngineHandle,
+    info: &ModelInfo,
+    ctx: usize,
+    threads: usize,
+) -> Result<BenchRow, EngineError> {
     let prompt = fixed_prompt(info, ctx)?;
     let one = |tokens: Vec<u32>, max_tokens: usize| {
         let mut req = GenerateRequest::new(Prompt::Tokens(tokens), max_tokens);

@@ -50,7 +50,10 @@ pub fn tier_names() -> Vec<String> {
 
 pub fn default_tier() -> Tier {
     let all = tiers();
-    all.iter().find(|t| t.default).cloned().unwrap_or_else(|| all[0].clone())
+    all.iter()
+        .find(|t| t.default)
+        .cloned()
+        .unwrap_or_else(|| all[0].clone())
 }
 
 /// `$LCODE_MODELS`, else the user cache dir (`~/.cache/lcode/models` on Linux).
@@ -71,7 +74,9 @@ impl Tier {
     /// Installed: the file is there with the catalog's size. (The checksum is verified
     /// when the file is fetched; `lcode models pull` re-verifies an existing file.)
     pub fn is_installed(&self) -> bool {
-        std::fs::metadata(self.path()).map(|m| m.len() == self.size).unwrap_or(false)
+        std::fs::metadata(self.path())
+            .map(|m| m.len() == self.size)
+            .unwrap_or(false)
     }
 
     pub fn source(&self) -> ModelSource {

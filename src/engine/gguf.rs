@@ -97,7 +97,9 @@ impl GgufFile {
             if end > file_size {
                 return Err(bad_file(
                     path,
-                    format!("truncated: tensor {name} ends at byte {end}, the file has {file_size}"),
+                    format!(
+                        "truncated: tensor {name} ends at byte {end}, the file has {file_size}"
+                    ),
                 ));
             }
         }
@@ -114,7 +116,9 @@ impl GgufFile {
     }
 
     pub fn get_str(&self, key: &str) -> Option<&str> {
-        self.get(key).and_then(|v| v.to_string().ok()).map(|s| s.as_str())
+        self.get(key)
+            .and_then(|v| v.to_string().ok())
+            .map(|s| s.as_str())
     }
 
     pub fn get_u32(&self, key: &str) -> Option<u32> {
@@ -177,7 +181,11 @@ impl GgufFile {
             Some(Value::Array(a)) => a.len(),
             _ => return Err(bad_file(&self.path, "no tokenizer.ggml.tokens in metadata")),
         };
-        let rope_default = if arch == "qwen2" { 1_000_000.0 } else { 10_000.0 };
+        let rope_default = if arch == "qwen2" {
+            1_000_000.0
+        } else {
+            10_000.0
+        };
         Ok(Hparams {
             name: self
                 .get_str("general.name")

@@ -66,7 +66,11 @@ fn dot_q4_1(w: &[u8], x: &[BlockQ8_1]) -> f32 {
         for (l, a) in acc.iter_mut().enumerate() {
             let mut sumi = 0i32;
             for j in 4 * l..4 * l + 4 {
-                let q = if j < 16 { nib[j] & 0x0F } else { nib[j - 16] >> 4 };
+                let q = if j < 16 {
+                    nib[j] & 0x0F
+                } else {
+                    nib[j - 16] >> 4
+                };
                 sumi += q as i32 * xb.qs[j] as i32;
             }
             *a = d0d1.mul_add(sumi as f32, *a);
@@ -84,15 +88,18 @@ pub fn matmul_q4_1(x: &[f32], m: usize, k: usize, w: &[u8], n: usize) -> Vec<f32
     // Output transposed while computing ((n, m): one weight row against every
     // activation row, reading the weights once), then turned back.
     let mut out_t = vec![0f32; n * m];
-    out_t.par_chunks_mut(m * 16).enumerate().for_each(|(chunk, dst)| {
-        for (r, col) in dst.chunks_mut(m).enumerate() {
-            let row = chunk * 16 + r;
-            let wrow = &w[row * row_bytes..(row + 1) * row_bytes];
-            for (o, xb) in col.iter_mut().zip(&xq) {
-                *o = dot_q4_1(wrow, xb);
+    out_t
+        .par_chunks_mut(m * 16)
+        .enumerate()
+        .for_each(|(chunk, dst)| {
+            for (r, col) in dst.chunks_mut(m).enumerate() {
+                let row = chunk * 16 + r;
+                let wrow = &w[row * row_bytes..(row + 1) * row_bytes];
+                for (o, xb) in col.iter_mut().zip(&xq) {
+                    *o = dot_q4_1(wrow, xb);
+                }
             }
-        }
-    });
+        });
     transpose_out(out_t, m, n)
 }
 
@@ -199,7 +206,11 @@ pub fn ggml_expf(x: f32) -> f32 {
         .mul_add(u, c(0x3e2a_af33).mul_add(b, c(0x3eff_fedb)))
         .mul_add(u, c(0x3f7f_fff6).mul_add(b, 1.0));
     if n.abs() > 192.0 || n.is_nan() {
-        return if n <= 0.0 || x == f32::NEG_INFINITY { 0.0 } else { f32::INFINITY };
+        return if n <= 0.0 || x == f32::NEG_INFINITY {
+            0.0
+        } else {
+            f32::INFINITY
+        };
     }
     // scalef(j, n) = j * 2^n, n integral here
     j * 2f32.powi(n as i32)
@@ -219,7 +230,10 @@ pub fn swiglu(gate: &[f32], up: &[f32]) -> Vec<f32> {
 pub fn rope_tables(head_dim: usize, max_positions: usize, base: f32) -> (Vec<f32>, Vec<f32>) {
     let half = head_dim / 2;
     let theta_scale = base.powf(-2.0 / head_dim as f32);
-    let (mut cos, mut sin) = (Vec::with_capacity(max_positions * half), Vec::with_capacity(max_positions * half));
+    let (mut cos, mut sin) = (
+        Vec::with_capacity(max_positions * half),
+        Vec::with_capacity(max_positions * half),
+    );
     for p in 0..max_positions {
         let mut theta = p as f32;
         for _ in 0..half {
@@ -235,13 +249,28 @@ pub fn rope_tables(head_dim: usize, max_positions: usize, base: f32) -> (Vec<f32
 /// `neox` pairs element j with j + head_dim/2 (qwen2); otherwise adjacent elements
 /// (llama GGUFs). The first product is fused with the subtraction, as GCC compiles
 /// ggml's `x0*cos - x1*sin`.
-pub fn rope(x: &mut [f32], n_heads: usize, head_dim: usize, pos: usize, cos: &[f32], sin: &[f32], neox: bool) {
+pub fn rope(
+    x: &mut [f32],
+    n_heads: usize,
+    head_dim: usize,
+    pos: usize,
+    cos: &[f32],
+    sin: &[f32],
+    neox: bool,
+) {
     let half = head_dim / 2;
     for (i, row) in x.chunks_exact_mut(n_heads * head_dim).enumerate() {
-        let (c, s) = (&cos[(pos + i) * half..][..half], &sin[(pos + i) * half..][..half]);
+        let (c, s) = (
+            &cos[(pos + i) * half..][..half],
+            &sin[(pos + i) * half..][..half],
+        );
         for head in row.chunks_exact_mut(head_dim) {
             for p in 0..half {
-                let (a, b) = if neox { (p, p + half) } else { (2 * p, 2 * p + 1) };
+                let (a, b) = if neox {
+                    (p, p + half)
+                } else {
+                    (2 * p, 2 * p + 1)
+                };
                 let (x0, x1) = (head[a], head[b]);
                 head[a] = x0.mul_add(c[p], -(x1 * s[p]));
                 head[b] = x0.mul_add(s[p], x1 * c[p]);
@@ -292,7 +321,9 @@ mod tests {
     fn q4_1_matmul_matches_the_dequantized_product() {
         let (m, k, n) = (3, 64, 20);
         let x: Vec<f32> = (0..m * k).map(|i| ((i as f32) * 0.37).sin()).collect();
-        let w: Vec<f32> = (0..n * k).map(|i| ((i as f32) * 0.11).cos() * 0.5).collect();
+        let w: Vec<f32> = (0..n * k)
+            .map(|i| ((i as f32) * 0.11).cos() * 0.5)
+            .collect();
         let wq = q4_1(&w);
         let wd = dequantize(&wq);
         let got = matmul_q4_1(&x, m, k, &wq, n);
@@ -309,10 +340,16 @@ mod tests {
     fn q5_0(w: &[f32]) -> Vec<u8> {
         let mut out = Vec::new();
         for b in w.chunks_exact(QK) {
-            let max = b.iter().cloned().fold(0f32, |m, v| if v.abs() > m.abs() { v } else { m });
+            let max = b
+                .iter()
+                .cloned()
+                .fold(0f32, |m, v| if v.abs() > m.abs() { v } else { m });
             let d = max / -16.0;
             let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-            let q: Vec<u8> = b.iter().map(|v| ((v * id + 16.5) as i32).clamp(0, 31) as u8).collect();
+            let q: Vec<u8> = b
+                .iter()
+                .map(|v| ((v * id + 16.5) as i32).clamp(0, 31) as u8)
+                .collect();
             let mut qh = 0u32;
             for (j, &v) in q.iter().enumerate() {
                 qh |= ((v as u32 >> 4) & 1) << j;
@@ -344,7 +381,10 @@ mod tests {
         for i in -800..800 {
             let x = i as f32 * 0.1;
             let (a, b) = (ggml_expf(x), x.exp());
-            assert!((a - b).abs() <= b * 4e-7 + f32::MIN_POSITIVE, "{x}: {a} vs {b}");
+            assert!(
+                (a - b).abs() <= b * 4e-7 + f32::MIN_POSITIVE,
+                "{x}: {a} vs {b}"
+            );
         }
         assert_eq!(ggml_expf(-1000.0), 0.0);
         assert_eq!(ggml_expf(1000.0), f32::INFINITY);

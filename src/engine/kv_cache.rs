@@ -24,7 +24,12 @@ impl KvCache {
     pub fn new(n_layer: usize, n_kv_head: usize, head_dim: usize, max_len: usize) -> Self {
         Self {
             layers: (0..n_layer)
-                .map(|_| (Tensor::zeros(0, DType::F16, &Device::Cpu).unwrap(), Tensor::zeros(0, DType::F16, &Device::Cpu).unwrap()))
+                .map(|_| {
+                    (
+                        Tensor::zeros(0, DType::F16, &Device::Cpu).unwrap(),
+                        Tensor::zeros(0, DType::F16, &Device::Cpu).unwrap(),
+                    )
+                })
                 .collect(),
             n_kv_head,
             head_dim,
@@ -60,16 +65,26 @@ impl KvCache {
     pub fn reserve(&mut self, extra: usize) -> Result<()> {
         let need = self.len() + extra;
         if need > self.max_len {
-            candle_core::bail!("KV cache overflow: {need} positions, the limit is {}", self.max_len);
+            candle_core::bail!(
+                "KV cache overflow: {need} positions, the limit is {}",
+                self.max_len
+            );
         }
         if need <= self.capacity {
             return Ok(());
         }
-        let new_cap = need.div_ceil(GROW_STEP).saturating_mul(GROW_STEP).min(self.max_len);
+        let new_cap = need
+            .div_ceil(GROW_STEP)
+            .saturating_mul(GROW_STEP)
+            .min(self.max_len);
         let used = self.len();
         for (k, v) in self.layers.iter_mut() {
             let grow = |old: &Tensor| -> Result<Tensor> {
-                let buf = Tensor::zeros((self.n_kv_head, new_cap, self.head_dim), DType::F16, &Device::Cpu)?;
+                let buf = Tensor::zeros(
+                    (self.n_kv_head, new_cap, self.head_dim),
+                    DType::F16,
+                    &Device::Cpu,
+                )?;
                 if used > 0 {
                     buf.slice_set(&old.narrow(1, 0, used)?.contiguous()?, 1, 0)?;
                 }
@@ -114,7 +129,12 @@ impl KvCache {
 
     /// A new cache holding a copy of the first `len` positions.
     pub fn fork(&self, len: usize) -> Result<Self> {
-        let mut copy = Self::new(self.layers.len(), self.n_kv_head, self.head_dim, self.max_len);
+        let mut copy = Self::new(
+            self.layers.len(),
+            self.n_kv_head,
+            self.head_dim,
+            self.max_len,
+        );
         copy.reserve(len)?;
         for ((dk, dv), (sk, sv)) in copy.layers.iter().zip(self.layers.iter()) {
             if len > 0 {
@@ -147,9 +167,16 @@ mod tests {
         c.tokens.push(4);
         // Head 1 of the first three positions, read back from the grown buffer.
         let cap = c.capacity();
-        let head1 = c.with_layer(0, |k, _| k[cap * 4..cap * 4 + 12].iter().map(|x| x.to_f32()).collect::<Vec<_>>())?;
+        let head1 = c.with_layer(0, |k, _| {
+            k[cap * 4..cap * 4 + 12]
+                .iter()
+                .map(|x| x.to_f32())
+                .collect::<Vec<_>>()
+        })?;
         assert_eq!(head1, (12..24).map(|x| x as f32).collect::<Vec<_>>());
-        let pos3 = c.with_layer(0, |k, _| k[12..16].iter().map(|x| x.to_f32()).collect::<Vec<_>>())?;
+        let pos3 = c.with_layer(0, |k, _| {
+            k[12..16].iter().map(|x| x.to_f32()).collect::<Vec<_>>()
+        })?;
         assert_eq!(pos3, vec![1.0; 4]);
         let f = c.fork(2)?;
         assert_eq!(f.tokens, vec![1, 2]);

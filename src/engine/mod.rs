@@ -85,7 +85,11 @@ impl ModelSource {
     pub fn label(&self) -> String {
         match &self.tier {
             Some(t) => t.clone(),
-            None => self.path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(),
+            None => self
+                .path
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_default(),
         }
     }
 }
@@ -123,17 +127,28 @@ pub struct ModelInfo {
 
 impl std::fmt::Debug for ModelInfo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ModelInfo").field("source", &self.source).field("name", &self.name).field("ctx", &self.ctx).finish()
+        f.debug_struct("ModelInfo")
+            .field("source", &self.source)
+            .field("name", &self.name)
+            .field("ctx", &self.ctx)
+            .finish()
     }
 }
 
 impl ModelInfo {
     /// Tokens of a text, as the engine would see it in a raw prompt.
     pub fn count_tokens(&self, text: &str) -> usize {
-        self.vocab.encode(text).map(|ids| ids.len()).unwrap_or(text.len() / 3)
+        self.vocab
+            .encode(text)
+            .map(|ids| ids.len())
+            .unwrap_or(text.len() / 3)
     }
 
-    pub fn render_chat(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String, EngineError> {
+    pub fn render_chat(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+    ) -> Result<String, EngineError> {
         self.template.render(messages, add_generation_prompt)
     }
 }
@@ -184,13 +199,22 @@ pub enum StopReason {
 #[derive(Debug, Clone)]
 pub enum EngineEvent {
     /// Loading a model: fraction of its tensors read.
-    LoadProgress { label: String, fraction: f32 },
+    LoadProgress {
+        label: String,
+        fraction: f32,
+    },
     /// A model is loaded and now answers requests.
     Loaded(ModelInfo),
     /// Prompt tokens evaluated so far, of those that were not reused.
-    Prefill { done: usize, total: usize },
+    Prefill {
+        done: usize,
+        total: usize,
+    },
     /// A new token and the text it completes (whole UTF-8 characters only).
-    Token { id: u32, text: String },
+    Token {
+        id: u32,
+        text: String,
+    },
     Done {
         stop: StopReason,
         text: String,
@@ -222,9 +246,19 @@ pub struct Generation {
 }
 
 pub(crate) enum Command {
-    Load { source: ModelSource, events: UnboundedSender<EngineEvent> },
-    Installed { loaded: Box<LoadedModel>, events: UnboundedSender<EngineEvent> },
-    Generate { request: GenerateRequest, events: UnboundedSender<EngineEvent>, cancel: CancelToken },
+    Load {
+        source: ModelSource,
+        events: UnboundedSender<EngineEvent>,
+    },
+    Installed {
+        loaded: Box<LoadedModel>,
+        events: UnboundedSender<EngineEvent>,
+    },
+    Generate {
+        request: GenerateRequest,
+        events: UnboundedSender<EngineEvent>,
+        cancel: CancelToken,
+    },
     ClearCache,
     Shutdown,
 }
@@ -275,13 +309,19 @@ impl EngineHandle {
                 _ => {}
             }
         }
-        Err(EngineError::Compute("the engine stopped while loading".into()))
+        Err(EngineError::Compute(
+            "the engine stopped while loading".into(),
+        ))
     }
 
     pub fn generate(&self, request: GenerateRequest) -> Generation {
         let (events, rx) = unbounded_channel();
         let cancel = CancelToken::default();
-        self.send(Command::Generate { request, events, cancel: cancel.clone() });
+        self.send(Command::Generate {
+            request,
+            events,
+            cancel: cancel.clone(),
+        });
         Generation { events: rx, cancel }
     }
 
@@ -290,12 +330,26 @@ impl EngineHandle {
         let mut g = self.generate(request);
         while let Some(ev) = g.events.blocking_recv() {
             match ev {
-                EngineEvent::Done { stop, text, tokens, stats } => return Ok(Completion { stop, text, tokens, stats }),
+                EngineEvent::Done {
+                    stop,
+                    text,
+                    tokens,
+                    stats,
+                } => {
+                    return Ok(Completion {
+                        stop,
+                        text,
+                        tokens,
+                        stats,
+                    })
+                }
                 EngineEvent::Error(e) => return Err(e),
                 _ => {}
             }
         }
-        Err(EngineError::Compute("the engine stopped during generation".into()))
+        Err(EngineError::Compute(
+            "the engine stopped during generation".into(),
+        ))
     }
 
     /// Drop every cached sequence (benchmarks measure cold starts with it).
@@ -358,7 +412,11 @@ pub fn gib(bytes: u64) -> String {
 
 /// Open, check and load a model: everything that can fail does so with a one-line
 /// message naming the fix. `progress` gets the fraction of tensors read.
-fn load_model(source: &ModelSource, ctx: usize, progress: &dyn Fn(f32)) -> Result<LoadedModel, EngineError> {
+fn load_model(
+    source: &ModelSource,
+    ctx: usize,
+    progress: &dyn Fn(f32),
+) -> Result<LoadedModel, EngineError> {
     let start = Instant::now();
     let mut gguf = GgufFile::open(&source.path)?;
     let hp = gguf.hparams()?;
@@ -384,10 +442,17 @@ fn load_model(source: &ModelSource, ctx: usize, progress: &dyn Fn(f32)) -> Resul
     }
     let vocab = Vocab::from_gguf(&gguf)?;
     if vocab.len() != hp.n_vocab {
-        return Err(EngineError::BadModel(format!("{}: vocabulary size mismatch", source.path.display())));
+        return Err(EngineError::BadModel(format!(
+            "{}: vocabulary size mismatch",
+            source.path.display()
+        )));
     }
     let token = |id: Option<u32>| id.map(|i| vocab.token_text(i)).unwrap_or_default();
-    let template = ChatTemplate::new(gguf.get_str("tokenizer.chat_template"), &token(vocab.bos), &token(vocab.eos))?;
+    let template = ChatTemplate::new(
+        gguf.get_str("tokenizer.chat_template"),
+        &token(vocab.bos),
+        &token(vocab.eos),
+    )?;
     progress(0.05);
     let model = Model::load(&mut gguf, hp.clone(), ctx).map_err(|e| {
         EngineError::BadModel(format!(
@@ -436,7 +501,11 @@ impl EngineThread {
                     self.active = Some(loaded);
                     let _ = events.send(EngineEvent::Loaded(info));
                 }
-                Command::Generate { request, events, cancel } => {
+                Command::Generate {
+                    request,
+                    events,
+                    cancel,
+                } => {
                     if let Err(e) = self.generate(request, &events, &cancel) {
                         let _ = events.send(EngineEvent::Error(e));
                     }
@@ -461,11 +530,17 @@ impl EngineThread {
             .spawn(move || {
                 let label = source.label();
                 let progress = |fraction| {
-                    let _ = events.send(EngineEvent::LoadProgress { label: label.clone(), fraction });
+                    let _ = events.send(EngineEvent::LoadProgress {
+                        label: label.clone(),
+                        fraction,
+                    });
                 };
                 match load_model(&source, ctx, &progress) {
                     Ok(loaded) => {
-                        let _ = own.send(Command::Installed { loaded: Box::new(loaded), events });
+                        let _ = own.send(Command::Installed {
+                            loaded: Box::new(loaded),
+                            events,
+                        });
                     }
                     Err(e) => {
                         let _ = events.send(EngineEvent::Error(e));
@@ -475,7 +550,12 @@ impl EngineThread {
             .expect("spawn loader thread");
     }
 
-    fn generate(&mut self, req: GenerateRequest, events: &UnboundedSender<EngineEvent>, cancel: &CancelToken) -> Result<(), EngineError> {
+    fn generate(
+        &mut self,
+        req: GenerateRequest,
+        events: &UnboundedSender<EngineEvent>,
+        cancel: &CancelToken,
+    ) -> Result<(), EngineError> {
         let start = Instant::now();
         let Some(loaded) = self.active.as_deref() else {
             return Err(EngineError::NotLoaded("no model is loaded yet".into()));
@@ -490,10 +570,15 @@ impl EngineThread {
             }
         };
         if prompt.is_empty() {
-            return Err(EngineError::Request("the prompt is empty; give it some text".into()));
+            return Err(EngineError::Request(
+                "the prompt is empty; give it some text".into(),
+            ));
         }
         if let Some(&bad) = prompt.iter().find(|&&t| t as usize >= info.hparams.n_vocab) {
-            return Err(EngineError::Request(format!("token id {bad} is outside the vocabulary of {}", info.hparams.n_vocab)));
+            return Err(EngineError::Request(format!(
+                "token id {bad} is outside the vocabulary of {}",
+                info.hparams.n_vocab
+            )));
         }
         if prompt.len() >= info.ctx {
             return Err(EngineError::Request(format!(
@@ -519,12 +604,20 @@ impl EngineThread {
         for (i, step) in todo.chunks(PREFILL_STEP).enumerate() {
             if cancel.is_cancelled() {
                 self.prefix.checkin(&key, cache);
-                let _ = events.send(EngineEvent::Done { stop: StopReason::Cancelled, text: String::new(), tokens: vec![], stats });
+                let _ = events.send(EngineEvent::Done {
+                    stop: StopReason::Cancelled,
+                    text: String::new(),
+                    tokens: vec![],
+                    stats,
+                });
                 return Ok(());
             }
             logits = Some(model.forward(step, &mut cache, Logits::Last)?);
             let done = (i * PREFILL_STEP + step.len()).min(todo.len());
-            let _ = events.send(EngineEvent::Prefill { done, total: todo.len() });
+            let _ = events.send(EngineEvent::Prefill {
+                done,
+                total: todo.len(),
+            });
         }
         let prefill_secs = prefill_start.elapsed().as_secs_f64();
         stats.prefill_tps = todo.len() as f64 / prefill_secs.max(1e-9);
@@ -557,12 +650,18 @@ impl EngineThread {
                 if let Some(cut) = find_stop(&text, &req.stop_strings, delta.len()) {
                     let before = text.len() - delta.len();
                     if cut > before {
-                        let _ = events.send(EngineEvent::Token { id: token, text: text[before..cut].to_string() });
+                        let _ = events.send(EngineEvent::Token {
+                            id: token,
+                            text: text[before..cut].to_string(),
+                        });
                     }
                     text.truncate(cut);
                     break StopReason::StopString;
                 }
-                let _ = events.send(EngineEvent::Token { id: token, text: delta });
+                let _ = events.send(EngineEvent::Token {
+                    id: token,
+                    text: delta,
+                });
             }
             if generated.len() >= req.max_tokens || cache.len() + 1 >= info.ctx {
                 break StopReason::Length;
@@ -573,13 +672,19 @@ impl EngineThread {
             text.push_str(&utf8.finish());
         }
         if generated.len() > 1 {
-            stats.decode_tps = (generated.len() - 1) as f64 / decode_start.elapsed().as_secs_f64().max(1e-9);
+            stats.decode_tps =
+                (generated.len() - 1) as f64 / decode_start.elapsed().as_secs_f64().max(1e-9);
         }
         stats.generated_tokens = generated.len();
         stats.kv_bytes = cache.bytes();
         stats.rss_mb = stats::rss_mb();
         self.prefix.checkin(&key, cache);
-        let _ = events.send(EngineEvent::Done { stop, text, tokens: generated, stats });
+        let _ = events.send(EngineEvent::Done {
+            stop,
+            text,
+            tokens: generated,
+            stats,
+        });
         Ok(())
     }
 }

@@ -32,11 +32,24 @@ impl Linear {
         let (n, k) = t.shape().dims2()?;
         if k % kernels::QK == 0 {
             match t.dtype() {
-                GgmlDType::Q4_1 => return Ok(Self::Q4_1 { bytes: t.data()?.into_owned(), n, k }),
+                GgmlDType::Q4_1 => {
+                    return Ok(Self::Q4_1 {
+                        bytes: t.data()?.into_owned(),
+                        n,
+                        k,
+                    })
+                }
                 GgmlDType::Q5_0 => {
                     let q8 = kernels::q5_0_to_q8_0(&t.data()?);
-                    let storage = QStorage::from_data(std::borrow::Cow::Owned(q8), &Device::Cpu, GgmlDType::Q8_0)?;
-                    return Ok(Self::Candle(QMatMul::from_qtensor(QTensor::new(storage, (n, k))?)?));
+                    let storage = QStorage::from_data(
+                        std::borrow::Cow::Owned(q8),
+                        &Device::Cpu,
+                        GgmlDType::Q8_0,
+                    )?;
+                    return Ok(Self::Candle(QMatMul::from_qtensor(QTensor::new(
+                        storage,
+                        (n, k),
+                    )?)?));
                 }
                 _ => {}
             }
@@ -51,9 +64,12 @@ impl Linear {
             Self::Q4_1 { bytes, n, k } => {
                 let seq = x.dim(0)?;
                 let xs = x.flatten_all()?.to_vec1::<f32>()?;
-                Tensor::from_vec(kernels::matmul_q4_1(&xs, seq, *k, bytes, *n), (seq, *n), &Device::Cpu)
+                Tensor::from_vec(
+                    kernels::matmul_q4_1(&xs, seq, *k, bytes, *n),
+                    (seq, *n),
+                    &Device::Cpu,
+                )
             }
-
         }
     }
 }
@@ -97,10 +113,14 @@ pub enum Logits {
 impl Model {
     pub fn load(gguf: &mut GgufFile, hp: Hparams, max_positions: usize) -> Result<Self> {
         let dev = Device::Cpu;
-        let GgufFile { content, reader, .. } = gguf;
+        let GgufFile {
+            content, reader, ..
+        } = gguf;
         let mut qt = |name: &str| -> Result<QTensor> { content.tensor(reader, name, &dev) };
         let embedding = Arc::new(qt("token_embd.weight")?);
-        let output_norm = qt("output_norm.weight")?.dequantize(&dev)?.to_vec1::<f32>()?;
+        let output_norm = qt("output_norm.weight")?
+            .dequantize(&dev)?
+            .to_vec1::<f32>()?;
         let output = match content.tensor_infos.contains_key("output.weight") {
             true => QMatMul::from_qtensor(content.tensor(reader, "output.weight", &dev)?)?,
             // Tied embeddings (SmolLM2): the output projection is the embedding matrix.
@@ -110,7 +130,9 @@ impl Model {
         let mut layers = Vec::with_capacity(hp.n_layer);
         for i in 0..hp.n_layer {
             let p = format!("blk.{i}");
-            let mut mm = |n: &str| -> Result<Linear> { Linear::new(content.tensor(reader, &format!("{p}.{n}.weight"), &dev)?) };
+            let mut mm = |n: &str| -> Result<Linear> {
+                Linear::new(content.tensor(reader, &format!("{p}.{n}.weight"), &dev)?)
+            };
             let q = mm("attn_q")?;
             let k = mm("attn_k")?;
             let v = mm("attn_v")?;
@@ -118,9 +140,17 @@ impl Model {
             let gate = mm("ffn_gate")?;
             let up = mm("ffn_up")?;
             let down = mm("ffn_down")?;
-            let mut vec = |n: &str| -> Result<Tensor> { content.tensor(reader, &format!("{p}.{n}"), &dev)?.dequantize(&dev) };
+            let mut vec = |n: &str| -> Result<Tensor> {
+                content
+                    .tensor(reader, &format!("{p}.{n}"), &dev)?
+                    .dequantize(&dev)
+            };
             let qkv_bias = if is_qwen2 {
-                Some((vec("attn_q.bias")?, vec("attn_k.bias")?, vec("attn_v.bias")?))
+                Some((
+                    vec("attn_q.bias")?,
+                    vec("attn_k.bias")?,
+                    vec("attn_v.bias")?,
+                ))
             } else {
                 None
             };
@@ -152,7 +182,12 @@ impl Model {
     }
 
     pub fn new_cache(&self) -> KvCache {
-        KvCache::new(self.hp.n_layer, self.hp.n_head_kv, self.hp.head_dim, self.max_positions)
+        KvCache::new(
+            self.hp.n_layer,
+            self.hp.n_head_kv,
+            self.hp.head_dim,
+            self.max_positions,
+        )
     }
 
     /// Run `tokens` at positions `cache.len()..`, append them to the cache, and return
@@ -205,11 +240,25 @@ impl Model {
             };
             let (q, k) = (rotate(q, n_head)?, rotate(k, n_kv)?);
             // (seq, heads * hd) -> (heads, seq, hd): the layouts the kernel and cache use.
-            let heads = |t: Tensor, n: usize| -> Result<Tensor> { t.reshape((seq, n, hd))?.transpose(0, 1)?.contiguous() };
-            let q = heads(Tensor::from_vec(q, (seq, n_head * hd), &Device::Cpu)?, n_head)?.flatten_all()?.to_vec1::<f32>()?;
+            let heads = |t: Tensor, n: usize| -> Result<Tensor> {
+                t.reshape((seq, n, hd))?.transpose(0, 1)?.contiguous()
+            };
+            let q = heads(
+                Tensor::from_vec(q, (seq, n_head * hd), &Device::Cpu)?,
+                n_head,
+            )?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
             let k = heads(Tensor::from_vec(k, (seq, n_kv * hd), &Device::Cpu)?, n_kv)?;
             cache.write(li, pos, &k, &heads(v, n_kv)?)?;
-            let shape = AttnShape { n_head, n_kv_head: n_kv, head_dim: hd, seq, pos, capacity: cache.capacity() };
+            let shape = AttnShape {
+                n_head,
+                n_kv_head: n_kv,
+                head_dim: hd,
+                seq,
+                pos,
+                capacity: cache.capacity(),
+            };
             // (seq, n_head * hd), llama.cpp's path for this many query rows.
             let y = cache.with_layer(li, |k, v| {
                 if seq < TILED_MIN_ROWS {
@@ -223,7 +272,10 @@ impl Model {
             let residual = x.clone();
             let h = rms_norm(&x, &l.ffn_norm, hp.rms_eps)?;
             let (gate, up) = (l.gate.forward(&h)?, l.up.forward(&h)?);
-            let act = kernels::swiglu(&gate.flatten_all()?.to_vec1::<f32>()?, &up.flatten_all()?.to_vec1::<f32>()?);
+            let act = kernels::swiglu(
+                &gate.flatten_all()?.to_vec1::<f32>()?,
+                &up.flatten_all()?.to_vec1::<f32>()?,
+            );
             let act = Tensor::from_vec(act, gate.shape(), &Device::Cpu)?;
             x = (l.down.forward(&act)? + residual)?;
         }
@@ -246,5 +298,9 @@ impl Model {
 fn rms_norm(x: &Tensor, weight: &[f32], eps: f64) -> Result<Tensor> {
     let (rows, n) = x.dims2()?;
     let xs = x.flatten_all()?.to_vec1::<f32>()?;
-    Tensor::from_vec(kernels::rms_norm(&xs, n, weight, eps as f32), (rows, n), &Device::Cpu)
+    Tensor::from_vec(
+        kernels::rms_norm(&xs, n, weight, eps as f32),
+        (rows, n),
+        &Device::Cpu,
+    )
 }

@@ -68,7 +68,13 @@ impl PrefixCache {
             .iter()
             .enumerate()
             .filter(|(_, e)| e.model == model)
-            .map(|(i, e)| (i, common_prefix(&e.cache.tokens, prompt).min(limit), e.last_used))
+            .map(|(i, e)| {
+                (
+                    i,
+                    common_prefix(&e.cache.tokens, prompt).min(limit),
+                    e.last_used,
+                )
+            })
             .filter(|&(_, n, _)| n > 0)
             .max_by_key(|&(_, n, used)| (n, used));
         let Some((i, reused, _)) = best else {
@@ -91,7 +97,9 @@ impl PrefixCache {
         self.clock += 1;
         // An entry that is a prefix of the returned sequence is now redundant.
         self.entries.retain(|e| {
-            !(e.model == model && e.cache.len() <= cache.len() && common_prefix(&e.cache.tokens, &cache.tokens) == e.cache.len())
+            !(e.model == model
+                && e.cache.len() <= cache.len()
+                && common_prefix(&e.cache.tokens, &cache.tokens) == e.cache.len())
         });
         self.entries.push(Entry {
             model: model.to_string(),

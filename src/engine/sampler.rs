@@ -78,7 +78,11 @@ impl Sampler {
             for &t in &history[start..] {
                 if seen.insert(t) {
                     if let Some(l) = logits.get_mut(t as usize) {
-                        *l = if *l > 0.0 { *l / p.repeat_penalty } else { *l * p.repeat_penalty };
+                        *l = if *l > 0.0 {
+                            *l / p.repeat_penalty
+                        } else {
+                            *l * p.repeat_penalty
+                        };
                     }
                 }
             }
@@ -87,15 +91,26 @@ impl Sampler {
             return argmax(logits);
         }
         // Candidates sorted by logit, cut by top-k first (cheap), then softmax.
-        let mut cand: Vec<(u32, f32)> = logits.iter().enumerate().map(|(i, &l)| (i as u32, l)).collect();
-        let k = if p.top_k == 0 { cand.len() } else { p.top_k.min(cand.len()) };
+        let mut cand: Vec<(u32, f32)> = logits
+            .iter()
+            .enumerate()
+            .map(|(i, &l)| (i as u32, l))
+            .collect();
+        let k = if p.top_k == 0 {
+            cand.len()
+        } else {
+            p.top_k.min(cand.len())
+        };
         if k < cand.len() {
             cand.select_nth_unstable_by(k - 1, |a, b| b.1.total_cmp(&a.1));
             cand.truncate(k);
         }
         cand.sort_unstable_by(|a, b| b.1.total_cmp(&a.1));
         let max = cand[0].1;
-        let mut probs: Vec<f32> = cand.iter().map(|&(_, l)| ((l - max) / p.temperature).exp()).collect();
+        let mut probs: Vec<f32> = cand
+            .iter()
+            .map(|&(_, l)| ((l - max) / p.temperature).exp())
+            .collect();
         let sum: f32 = probs.iter().sum();
         probs.iter_mut().for_each(|x| *x /= sum);
         // min-p: drop tokens below min_p times the top probability.
@@ -141,23 +156,40 @@ mod tests {
 
     #[test]
     fn repeat_penalty_moves_greedy_off_a_repeated_token() {
-        let params = SamplingParams { repeat_penalty: 2.0, ..SamplingParams::greedy() };
+        let params = SamplingParams {
+            repeat_penalty: 2.0,
+            ..SamplingParams::greedy()
+        };
         let mut s = Sampler::new(params);
         assert_eq!(s.sample(&mut [2.0, 1.5], &[0]), 1);
     }
 
     #[test]
     fn top_k_one_and_tiny_top_p_are_greedy() {
-        let params = SamplingParams { temperature: 1.0, top_k: 1, ..Default::default() };
+        let params = SamplingParams {
+            temperature: 1.0,
+            top_k: 1,
+            ..Default::default()
+        };
         assert_eq!(Sampler::new(params).sample(&mut [0.0, 5.0, 1.0], &[]), 1);
-        let params = SamplingParams { temperature: 1.0, top_p: 0.01, seed: 7, ..Default::default() };
+        let params = SamplingParams {
+            temperature: 1.0,
+            top_p: 0.01,
+            seed: 7,
+            ..Default::default()
+        };
         assert_eq!(Sampler::new(params).sample(&mut [0.0, 5.0, 1.0], &[]), 1);
     }
 
     #[test]
     fn min_p_drops_unlikely_tokens() {
         // With min_p 0.5 only tokens within half the top probability survive.
-        let params = SamplingParams { temperature: 1.0, min_p: 0.5, seed: 3, ..Default::default() };
+        let params = SamplingParams {
+            temperature: 1.0,
+            min_p: 0.5,
+            seed: 3,
+            ..Default::default()
+        };
         let mut s = Sampler::new(params);
         for _ in 0..200 {
             let t = s.sample(&mut [10.0, 9.9, 0.0, -5.0], &[]);
@@ -167,11 +199,17 @@ mod tests {
 
     #[test]
     fn the_same_seed_gives_the_same_tokens() {
-        let params = SamplingParams { temperature: 1.0, seed: 42, ..Default::default() };
+        let params = SamplingParams {
+            temperature: 1.0,
+            seed: 42,
+            ..Default::default()
+        };
         let logits = [1.0f32, 1.1, 0.9, 1.05, 0.95];
         let run = || {
             let mut s = Sampler::new(params.clone());
-            (0..20).map(|_| s.sample(&mut logits.clone(), &[])).collect::<Vec<_>>()
+            (0..20)
+                .map(|_| s.sample(&mut logits.clone(), &[]))
+                .collect::<Vec<_>>()
         };
         assert_eq!(run(), run());
         assert!(run().iter().collect::<std::collections::HashSet<_>>().len() > 1);

@@ -11,7 +11,10 @@ use std::time::Duration;
 use super::gguf::Hparams;
 use super::template::ChatTemplate;
 use super::tokenizer::{Utf8Stream, Vocab};
-use super::{Command, EngineEvent, EngineHandle, GenStats, GenerateRequest, ModelInfo, ModelSource, Prompt, StopReason};
+use super::{
+    Command, EngineEvent, EngineHandle, GenStats, GenerateRequest, ModelInfo, ModelSource, Prompt,
+    StopReason,
+};
 
 /// Replies in order; the last one repeats once the others are used.
 #[derive(Debug, Clone, Default)]
@@ -41,12 +44,20 @@ impl Script {
         let (replies, delay) = match &v {
             serde_json::Value::Array(a) => (a.clone(), 0),
             serde_json::Value::Object(o) => (
-                o.get("replies").and_then(|r| r.as_array()).cloned().unwrap_or_default(),
-                o.get("token_delay_ms").and_then(|d| d.as_u64()).unwrap_or(0),
+                o.get("replies")
+                    .and_then(|r| r.as_array())
+                    .cloned()
+                    .unwrap_or_default(),
+                o.get("token_delay_ms")
+                    .and_then(|d| d.as_u64())
+                    .unwrap_or(0),
             ),
             _ => anyhow::bail!("a script is a JSON array of replies"),
         };
-        let replies = replies.iter().map(|r| r.as_str().unwrap_or_default().to_string()).collect();
+        let replies = replies
+            .iter()
+            .map(|r| r.as_str().unwrap_or_default().to_string())
+            .collect();
         Ok(Self {
             replies,
             token_delay: Duration::from_millis(delay),
@@ -108,15 +119,24 @@ fn run(script: Script, rx: std_mpsc::Receiver<Command>, seen: Transcript) {
             Command::Load { source, events } => {
                 info = model_info(&source.label());
                 info.source = source;
-                let _ = events.send(EngineEvent::LoadProgress { label: info.source.label(), fraction: 1.0 });
+                let _ = events.send(EngineEvent::LoadProgress {
+                    label: info.source.label(),
+                    fraction: 1.0,
+                });
                 let _ = events.send(EngineEvent::Loaded(info.clone()));
             }
             Command::Installed { .. } | Command::ClearCache => {}
-            Command::Generate { request, events, cancel } => {
+            Command::Generate {
+                request,
+                events,
+                cancel,
+            } => {
                 let prompt_tokens = match &request.prompt {
                     Prompt::Tokens(t) => t.len(),
                     Prompt::Raw(t) => info.count_tokens(t),
-                    Prompt::Chat(m) => info.count_tokens(&info.render_chat(m, true).unwrap_or_default()),
+                    Prompt::Chat(m) => {
+                        info.count_tokens(&info.render_chat(m, true).unwrap_or_default())
+                    }
                 };
                 seen.lock().expect("transcript").push(request.clone());
                 let reply = script
@@ -146,12 +166,17 @@ fn run(script: Script, rx: std_mpsc::Receiver<Command>, seen: Transcript) {
                     let delta = utf8.push(&[b]);
                     if !delta.is_empty() {
                         text.push_str(&delta);
-                        if let Some(cut) = super::find_stop(&text, &request.stop_strings, delta.len()) {
+                        if let Some(cut) =
+                            super::find_stop(&text, &request.stop_strings, delta.len())
+                        {
                             text.truncate(cut);
                             stop = StopReason::StopString;
                             break;
                         }
-                        let _ = events.send(EngineEvent::Token { id: b as u32, text: delta });
+                        let _ = events.send(EngineEvent::Token {
+                            id: b as u32,
+                            text: delta,
+                        });
                     }
                 }
                 if stop == StopReason::Eos {
@@ -163,7 +188,12 @@ fn run(script: Script, rx: std_mpsc::Receiver<Command>, seen: Transcript) {
                     generated_tokens: tokens.len(),
                     ..Default::default()
                 };
-                let _ = events.send(EngineEvent::Done { stop, text, tokens, stats });
+                let _ = events.send(EngineEvent::Done {
+                    stop,
+                    text,
+                    tokens,
+                    stats,
+                });
             }
             Command::Shutdown => break,
         }
@@ -177,7 +207,11 @@ mod tests {
     #[test]
     fn replies_stream_in_order_and_the_last_repeats() {
         let (h, transcript) = EngineHandle::scripted(Script::new(["héllo", "bye"]));
-        h.load_blocking(ModelSource { path: "x".into(), tier: Some("tiny".into()) }).unwrap();
+        h.load_blocking(ModelSource {
+            path: "x".into(),
+            tier: Some("tiny".into()),
+        })
+        .unwrap();
         let mut g = h.generate(GenerateRequest::new(Prompt::Raw("q".into()), 100));
         let mut deltas = String::new();
         let mut done = None;
@@ -194,7 +228,9 @@ mod tests {
         assert_eq!(deltas, "héllo");
         assert_eq!(done, Some(("héllo".to_string(), StopReason::Eos)));
         for want in ["bye", "bye"] {
-            let c = h.generate_blocking(GenerateRequest::new(Prompt::Raw("q".into()), 100)).unwrap();
+            let c = h
+                .generate_blocking(GenerateRequest::new(Prompt::Raw("q".into()), 100))
+                .unwrap();
             assert_eq!(c.text, want);
         }
         assert_eq!(transcript.lock().unwrap().len(), 3);
@@ -207,7 +243,9 @@ mod tests {
         req.stop_strings = vec!["```".into()];
         let c = h.generate_blocking(req).unwrap();
         assert_eq!((c.text.as_str(), c.stop), ("abc", StopReason::StopString));
-        let c = h.generate_blocking(GenerateRequest::new(Prompt::Raw("q".into()), 2)).unwrap();
+        let c = h
+            .generate_blocking(GenerateRequest::new(Prompt::Raw("q".into()), 2))
+            .unwrap();
         assert_eq!((c.text.as_str(), c.stop), ("ab", StopReason::Length));
     }
 }

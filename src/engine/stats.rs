@@ -29,7 +29,9 @@ pub fn rss_mb() -> f64 {
         true,
         sysinfo::ProcessRefreshKind::nothing().with_memory(),
     );
-    sys.process(pid).map(|p| p.memory() as f64 / (1024.0 * 1024.0)).unwrap_or(0.0)
+    sys.process(pid)
+        .map(|p| p.memory() as f64 / (1024.0 * 1024.0))
+        .unwrap_or(0.0)
 }
 
 /// The process's peak resident set size so far, in MiB.
@@ -41,7 +43,11 @@ pub fn peak_rss_mb() -> f64 {
         return rss_mb();
     }
     // Linux reports KiB, macOS bytes.
-    let kib = if cfg!(target_os = "macos") { usage.ru_maxrss as f64 / 1024.0 } else { usage.ru_maxrss as f64 };
+    let kib = if cfg!(target_os = "macos") {
+        usage.ru_maxrss as f64 / 1024.0
+    } else {
+        usage.ru_maxrss as f64
+    };
     kib / 1024.0
 }
 

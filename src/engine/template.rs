@@ -65,7 +65,11 @@ impl ChatTemplate {
 
     /// The prompt text for `messages`, ending with the assistant's turn opener when
     /// `add_generation_prompt`.
-    pub fn render(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String, EngineError> {
+    pub fn render(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+    ) -> Result<String, EngineError> {
         let tmpl = self.env.get_template("chat").expect("added in new");
         tmpl.render(context! {
             messages => messages,
@@ -84,9 +88,7 @@ mod tests {
     #[test]
     fn fallback_is_chatml() {
         let t = ChatTemplate::new(None, "", "").unwrap();
-        let s = t
-            .render(&[ChatMessage::new("user", "hi")], true)
-            .unwrap();
+        let s = t.render(&[ChatMessage::new("user", "hi")], true).unwrap();
         assert_eq!(s, "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n");
         assert!(t.is_fallback);
     }
@@ -95,8 +97,14 @@ mod tests {
     fn python_methods_and_raise_work() {
         let src = "{% for m in messages %}{{ m['content'].strip() }}{% if m.role not in ['user'] %}{{ raise_exception('bad role') }}{% endif %}{% endfor %}";
         let t = ChatTemplate::new(Some(src), "", "").unwrap();
-        assert_eq!(t.render(&[ChatMessage::new("user", "  x ")], false).unwrap(), "x");
-        let err = t.render(&[ChatMessage::new("tool", "x")], false).unwrap_err();
+        assert_eq!(
+            t.render(&[ChatMessage::new("user", "  x ")], false)
+                .unwrap(),
+            "x"
+        );
+        let err = t
+            .render(&[ChatMessage::new("tool", "x")], false)
+            .unwrap_err();
         assert!(err.to_string().contains("bad role"), "{err}");
     }
 

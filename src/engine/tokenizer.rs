@@ -62,7 +62,8 @@ fn byte_level_chars() -> [char; 256] {
     let mut table = ['\0'; 256];
     let mut next = 256u32;
     for b in 0..=255u32 {
-        let printable = (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
+        let printable =
+            (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
         table[b as usize] = if printable {
             char::from_u32(b).unwrap()
         } else {
@@ -70,7 +71,7 @@ fn byte_level_chars() -> [char; 256] {
             next += 1;
             c
         };
-        }
+    }
     table
 }
 
@@ -78,7 +79,11 @@ fn string_array(gguf: &GgufFile, key: &str) -> Result<Vec<String>, EngineError> 
     match gguf.get(key) {
         Some(Value::Array(items)) => items
             .iter()
-            .map(|v| v.to_string().cloned().map_err(|_| EngineError::BadModel(format!("{key} holds a non-string"))))
+            .map(|v| {
+                v.to_string()
+                    .cloned()
+                    .map_err(|_| EngineError::BadModel(format!("{key} holds a non-string")))
+            })
             .collect(),
         _ => Err(EngineError::BadModel(format!(
             "{}: no {key} in metadata; this GGUF file carries no tokenizer",
@@ -88,9 +93,13 @@ fn string_array(gguf: &GgufFile, key: &str) -> Result<Vec<String>, EngineError> 
 }
 
 fn split(pattern: &str) -> Result<PreTokenizerWrapper, EngineError> {
-    Split::new(SplitPattern::Regex(pattern.into()), SplitDelimiterBehavior::Isolated, false)
-        .map(Into::into)
-        .map_err(|e| EngineError::BadModel(format!("tokenizer regex: {e}")))
+    Split::new(
+        SplitPattern::Regex(pattern.into()),
+        SplitDelimiterBehavior::Isolated,
+        false,
+    )
+    .map(Into::into)
+    .map_err(|e| EngineError::BadModel(format!("tokenizer regex: {e}")))
 }
 
 /// The pre-tokenizer for a `tokenizer.ggml.pre` value.
@@ -125,7 +134,9 @@ impl Vocab {
         let tokens = string_array(gguf, "tokenizer.ggml.tokens")?;
         let merges = string_array(gguf, "tokenizer.ggml.merges")?;
         let types: Vec<u64> = match gguf.get("tokenizer.ggml.token_type") {
-            Some(Value::Array(items)) => items.iter().map(|v| value_as_u64(v).unwrap_or(1)).collect(),
+            Some(Value::Array(items)) => {
+                items.iter().map(|v| value_as_u64(v).unwrap_or(1)).collect()
+            }
             _ => vec![1; tokens.len()],
         };
         let vocab: tokenizers::models::bpe::Vocab = tokens
@@ -135,7 +146,10 @@ impl Vocab {
             .collect();
         let merges = merges
             .iter()
-            .filter_map(|m| m.split_once(' ').map(|(a, b)| (a.to_string(), b.to_string())))
+            .filter_map(|m| {
+                m.split_once(' ')
+                    .map(|(a, b)| (a.to_string(), b.to_string()))
+            })
             .collect();
         let bpe = BPE::builder()
             .vocab_and_merges(vocab, merges)
@@ -158,7 +172,9 @@ impl Vocab {
                 }
             }
         }
-        tokenizer.add_special_tokens(added).map_err(|e| EngineError::BadModel(format!("tokenizer: {e}")))?;
+        tokenizer
+            .add_special_tokens(added)
+            .map_err(|e| EngineError::BadModel(format!("tokenizer: {e}")))?;
 
         let chars = byte_level_chars();
         let mut char_to_byte = std::collections::HashMap::new();
@@ -169,7 +185,8 @@ impl Vocab {
             .iter()
             .enumerate()
             .map(|(id, t)| {
-                if control.contains(&(id as u32)) || types.get(id) == Some(&TOKEN_TYPE_USER_DEFINED) {
+                if control.contains(&(id as u32)) || types.get(id) == Some(&TOKEN_TYPE_USER_DEFINED)
+                {
                     t.as_bytes().to_vec()
                 } else {
                     t.chars()
@@ -197,7 +214,9 @@ impl Vocab {
             eog,
             eos,
             bos,
-            add_bos: gguf.get_bool("tokenizer.ggml.add_bos_token").unwrap_or(false),
+            add_bos: gguf
+                .get_bool("tokenizer.ggml.add_bos_token")
+                .unwrap_or(false),
             control,
         })
     }
@@ -210,12 +229,24 @@ impl Vocab {
         let mut tokens: Vec<String> = chars.iter().map(|c| c.to_string()).collect();
         tokens.push("<|im_start|>".into());
         tokens.push("<|im_end|>".into());
-        let vocab: tokenizers::models::bpe::Vocab = tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
-        let bpe = BPE::builder().vocab_and_merges(vocab, vec![]).build().expect("byte vocab");
+        let vocab: tokenizers::models::bpe::Vocab = tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.clone(), i as u32))
+            .collect();
+        let bpe = BPE::builder()
+            .vocab_and_merges(vocab, vec![])
+            .build()
+            .expect("byte vocab");
         let mut tokenizer = Tokenizer::new(bpe);
         tokenizer.with_pre_tokenizer(Some(ByteLevel::new(false, false, true)));
         tokenizer.with_decoder(Some(ByteLevelDecoder::new(false, false, false)));
-        tokenizer.add_special_tokens([AddedToken::from("<|im_start|>", true), AddedToken::from("<|im_end|>", true)]).expect("two plain tokens");
+        tokenizer
+            .add_special_tokens([
+                AddedToken::from("<|im_start|>", true),
+                AddedToken::from("<|im_end|>", true),
+            ])
+            .expect("two plain tokens");
         let mut token_bytes: Vec<Vec<u8>> = (0..=255u8).map(|b| vec![b]).collect();
         token_bytes.push(b"<|im_start|>".to_vec());
         token_bytes.push(b"<|im_end|>".to_vec());
@@ -256,12 +287,18 @@ impl Vocab {
     }
 
     pub fn token_bytes(&self, id: u32) -> &[u8] {
-        self.token_bytes.get(id as usize).map(Vec::as_slice).unwrap_or(&[])
+        self.token_bytes
+            .get(id as usize)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
     }
 
     /// Text of a token sequence (lossy where it ends inside a UTF-8 character).
     pub fn decode(&self, ids: &[u32]) -> String {
-        let bytes: Vec<u8> = ids.iter().flat_map(|&id| self.token_bytes(id).to_vec()).collect();
+        let bytes: Vec<u8> = ids
+            .iter()
+            .flat_map(|&id| self.token_bytes(id).to_vec())
+            .collect();
         String::from_utf8_lossy(&bytes).into_owned()
     }
 

@@ -19,30 +19,58 @@ pub fn model(tier: &str) -> PathBuf {
     let _guard = PULL.lock().unwrap_or_else(|e| e.into_inner());
     let t = lcode::engine::catalog::tier(tier).expect("a catalog tier");
     if !lcode::engine::fetch::verify_installed(&t) {
-        let out = lcode().args(["models", "pull", tier]).stdin(Stdio::null()).output().expect("run lcode");
-        assert!(out.status.success(), "lcode models pull {tier} failed: {}", String::from_utf8_lossy(&out.stderr));
+        let out = lcode()
+            .args(["models", "pull", tier])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run lcode");
+        assert!(
+            out.status.success(),
+            "lcode models pull {tier} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     t.path()
 }
 
 pub fn run_with_stdin(mut cmd: Command, stdin: &[u8]) -> Output {
     use std::io::Write;
-    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn lcode");
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn lcode");
     child.stdin.take().unwrap().write_all(stdin).unwrap();
     child.wait_with_output().unwrap()
 }
 
 pub fn reference(name: &str) -> serde_json::Value {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/reference").join(name);
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e} (CI's clone has ../shared beside it)", path.display()));
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/reference")
+        .join(name);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "read {}: {e} (CI's clone has ../shared beside it)",
+            path.display()
+        )
+    });
     serde_json::from_str(&text).unwrap()
 }
 
 /// stderr of a failed command: exactly one line.
 pub fn one_line_error(out: &Output) -> String {
-    assert!(!out.status.success(), "expected failure, got success: {}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        !out.status.success(),
+        "expected failure, got success: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(err.trim_end().lines().count(), 1, "error is not one line: {err:?}");
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "error is not one line: {err:?}"
+    );
     assert!(!err.contains("panicked"), "panic: {err}");
     err
 }
