@@ -299,10 +299,13 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), EditError> {
     Ok(())
 }
 
-/// Put each file in the state `state` gives, all or none: on a failure, the files
+/// A file, its bytes now, and the bytes it should hold (None: absent).
+type Target = (PathBuf, Option<Vec<u8>>, Option<Vec<u8>>);
+
+/// Put each file in the state its target gives, all or none: on a failure, the files
 /// already changed are put back.
-fn set_files(targets: &[(PathBuf, Option<Vec<u8>>, Option<Vec<u8>>)]) -> Result<(), EditError> {
-    let mut done: Vec<&(PathBuf, Option<Vec<u8>>, Option<Vec<u8>>)> = Vec::new();
+fn set_files(targets: &[Target]) -> Result<(), EditError> {
+    let mut done: Vec<&Target> = Vec::new();
     for t in targets {
         let (path, _, want) = t;
         let result = match want {
@@ -339,7 +342,7 @@ pub fn apply(proposal: &Proposal) -> Result<Applied, EditError> {
             return Err(EditError::Conflict(f.path.clone()));
         }
     }
-    let targets: Vec<(PathBuf, Option<Vec<u8>>, Option<Vec<u8>>)> = proposal
+    let targets: Vec<Target> = proposal
         .files
         .iter()
         .map(|f| {
