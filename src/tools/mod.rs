@@ -1,6 +1,7 @@
-//! The agent's tools. So far: path confinement to the repository (`workspace`) and
-//! edits as reviewable, atomic, undoable proposals (`edit`). Read, list, search, shell
-//! and the repo map come with the agent issue.
+//! The agent's tools: path confinement to the repository (`workspace`), reading, listing
+//! and searching files (`files`), and edits as reviewable, atomic, undoable proposals
+//! (`edit`). The shell tool and the repo map come with the agent issue.
 
 pub mod edit;
+pub mod files;
 pub mod workspace;
