@@ -185,9 +185,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        None => {
-            bail!("the interactive app is not built yet; use `lcode generate` or `lcode bench`")
-        }
+        None => chat(&config),
     }
 }
 
@@ -511,5 +509,90 @@ fn estimate(
             (Some(m), Some(m.fits()))
         }
         Err(_) => (None, None),
+    }
+}
+
+/// `lcode` alone: until the panel app lands, a plain line-by-line chat on the terminal.
+/// It fetches the default tier on first use (with progress), and keeps the conversation,
+/// so each turn reuses the cached prefix of the last.
+fn chat(config: &Config) -> Result<ExitCode> {
+    use lcode::engine::template::ChatMessage;
+    use std::io::BufRead;
+    let value = config
+        .default_model
+        .clone()
+        .unwrap_or_else(|| catalog::default_tier().name);
+    if let Some(tier) = catalog::tier(&value) {
+        if !fetch::verify_installed(&tier) {
+            eprintln!(
+                "first use: fetching the {} tier ({} MB)",
+                tier.name,
+                tier.size >> 20
+            );
+            fetch::pull(&tier, &mut |p| fetch::print_progress(&tier.name, &p))?;
+        }
+    }
+    let opts = ModelOpts {
+        model: Some(value),
+        ctx: config.ctx,
+        threads: config.threads,
+    };
+    let ctx = working_ctx(&opts, config);
+    let (engine, info) = start_engine(&opts, config, ctx)?;
+    eprintln!(
+        "lcode: {} loaded in {:.1} s. Type a message and end it with an empty line; Ctrl-D quits.",
+        info.name,
+        info.load_ms / 1000.0
+    );
+    let mut messages = vec![ChatMessage::new(
+        "system",
+        "You are lcode, a concise coding assistant.",
+    )];
+    let mut lines = std::io::stdin().lock().lines();
+    loop {
+        eprint!("> ");
+        let mut text = String::new();
+        loop {
+            match lines.next() {
+                Some(Ok(line)) if line.is_empty() && !text.is_empty() => break,
+                Some(Ok(line)) if line.is_empty() => eprint!("> "),
+                Some(Ok(line)) => {
+                    text.push_str(&line);
+                    text.push('\n');
+                }
+                Some(Err(e)) => return Err(e.into()),
+                None => {
+                    engine.shutdown();
+                    return Ok(ExitCode::SUCCESS);
+                }
+            }
+        }
+        messages.push(ChatMessage::new("user", text.trim_end()));
+        let mut gen = engine.generate(GenerateRequest::new(Prompt::Chat(messages.clone()), 1024));
+        let mut stdout = std::io::stdout().lock();
+        while let Some(ev) = gen.events.blocking_recv() {
+            use lcode::engine::EngineEvent as E;
+            match ev {
+                E::Token { text, .. } => {
+                    stdout.write_all(text.as_bytes())?;
+                    stdout.flush()?;
+                }
+                E::Done { text, stats, .. } => {
+                    writeln!(stdout)?;
+                    eprintln!(
+                        "[ttft {:.0} ms, {} of {} prompt tokens reused, decode {:.1} tok/s]",
+                        stats.ttft_ms, stats.reused_tokens, stats.prompt_tokens, stats.decode_tps
+                    );
+                    messages.push(ChatMessage::new("assistant", text));
+                    break;
+                }
+                E::Error(e) => {
+                    eprintln!("lcode: {e}");
+                    messages.pop();
+                    break;
+                }
+                _ => {}
+            }
+        }
     }
 }

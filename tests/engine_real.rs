@@ -311,3 +311,34 @@ fn stdin_prompts_keep_their_trailing_newline() {
     };
     assert_eq!(run(b"x = 1\n"), run(b"x = 1") + 1);
 }
+
+#[test]
+fn lcode_alone_chats_and_the_second_turn_reuses_the_first() {
+    common::model("tiny");
+    let config = tempfile::tempdir().unwrap();
+    std::fs::write(
+        config.path().join("config.toml"),
+        "default_model = \"tiny\"\nctx = 2048\n",
+    )
+    .unwrap();
+    let mut c = common::lcode();
+    c.env("LCODE_CONFIG_DIR", config.path());
+    let out = common::run_with_stdin(c, b"Say hi.\n\nSay bye.\n\n");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    let reused: Vec<usize> = err
+        .lines()
+        .filter_map(|l| l.split(", ").nth(1)?.split(' ').next()?.parse().ok())
+        .collect();
+    assert_eq!(reused.len(), 2, "{err}");
+    assert_eq!(reused[0], 0);
+    assert!(
+        reused[1] > 10,
+        "the second turn reused only {} tokens: {err}",
+        reused[1]
+    );
+}
