@@ -9,7 +9,7 @@
 //! copies. Chunks of 64 rows or more take llama.cpp's tiled path: f32 scores per tile of
 //! 64 keys, an online softmax across tiles with its vectorised exp, f32 accumulation.
 
-use half::f16;
+use half::{f16, slice::HalfFloatSliceExt};
 use rayon::prelude::*;
 
 /// Query rows at and above which llama.cpp switches to its tiled f32 path.
@@ -48,27 +48,33 @@ pub fn attention_online_f16(q: &[f32], k: &[f16], v: &[f16], s: AttnShape) -> Ve
         let (i, h) = (task / n_head, task % n_head);
         let kv = h / n_rep;
         let q_row = &q[(h * seq + i) * hd..(h * seq + i + 1) * hd];
-        let q16: Vec<f32> = q_row.iter().map(|&x| f16::from_f32(x).to_f32()).collect();
+        let mut q16 = q_row.to_vec();
+        let mut half_buf = vec![f16::ZERO; hd];
+        round_f16_slice(&mut q16, &mut half_buf);
         let base = kv * capacity * hd;
-        let mut acc = vec![f16::ZERO; hd];
+        // The V accumulator: f32 values that are always f16-representable (llama.cpp
+        // keeps it in f16), rounded after every update.
+        let mut acc = vec![0f32; hd];
+        let (mut kf, mut vf) = (vec![0f32; hd], vec![0f32; hd]);
         let (mut sum, mut max) = (0f32, f32::NEG_INFINITY);
         for ic in 0..=pos + i {
-            let k_row = &k[base + ic * hd..base + (ic + 1) * hd];
-            let score = dot_f16(k_row, &q16) * scale;
+            k[base + ic * hd..base + (ic + 1) * hd].convert_to_f32_slice(&mut kf);
+            let score = dot_f16(&kf, &q16) * scale;
             let (mut ms, mut vs) = (1f32, 1f32);
             if score > max {
                 ms = (max - score).exp();
                 max = score;
-                scale_f16(&mut acc, ms);
+                scale_f16(&mut acc, ms, &mut half_buf);
             } else {
                 vs = (score - max).exp();
             }
-            mad_f16(&mut acc, &v[base + ic * hd..base + (ic + 1) * hd], vs);
+            v[base + ic * hd..base + (ic + 1) * hd].convert_to_f32_slice(&mut vf);
+            mad_f16(&mut acc, &vf, vs, &mut half_buf);
             sum = sum.mul_add(ms, vs);
         }
         let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
         for (d, a) in dst.iter_mut().zip(&acc) {
-            *d = a.to_f32() * inv;
+            *d = a * inv;
         }
     });
     out
@@ -77,7 +83,7 @@ pub fn attention_online_f16(q: &[f32], k: &[f16], v: &[f16], s: AttnShape) -> Ve
 /// ggml's `ggml_vec_dot_f16` on AVX-512: 4 accumulators of 16 lanes, fused
 /// multiply-adds in f32, then its reduction order (pairs of accumulators, then GCC's
 /// `_mm512_reduce_add_ps` tree). Other lengths sum in order.
-fn dot_f16(k: &[f16], q: &[f32]) -> f32 {
+fn dot_f16(k: &[f32], q: &[f32]) -> f32 {
     let n = k.len();
     let np = n & !63;
     let mut acc = [[0f32; 16]; 4];
@@ -85,7 +91,7 @@ fn dot_f16(k: &[f16], q: &[f32]) -> f32 {
         for (j, a) in acc.iter_mut().enumerate() {
             for (l, lane) in a.iter_mut().enumerate() {
                 let t = i + j * 16 + l;
-                *lane = k[t].to_f32().mul_add(q[t], *lane);
+                *lane = k[t].mul_add(q[t], *lane);
             }
         }
     }
@@ -97,35 +103,71 @@ fn dot_f16(k: &[f16], q: &[f32]) -> f32 {
     let a: [f32; 16] = std::array::from_fn(|l| x[0][l] + x[1][l]);
     let mut sum = reduce16(&a) as f64;
     for t in np..n {
-        sum += (k[t].to_f32() * q[t]) as f64;
+        sum += (k[t] * q[t]) as f64;
     }
     sum as f32
 }
 
-/// ggml's `ggml_vec_mad_f16` (y += x * v). With AVX-512 FP16, blocks of 128 run as
-/// f16 fused multiply-adds with v rounded to f16 (one rounding, emulated in f64);
-/// the rest in f32 with a fused multiply-add, rounded to f16.
-fn mad_f16(y: &mut [f16], x: &[f16], v: f32) {
+/// Round every value to the nearest f16 (ties to even), in place, through the
+/// vectorised slice conversions.
+fn round_f16_slice(x: &mut [f32], buf: &mut [f16]) {
+    buf.convert_from_f32_slice(x);
+    buf.convert_to_f32_slice(x);
+}
+
+/// The f16 nearest to `x` (ties to even), rounding once: an f64 -> f32 -> f16 chain
+/// can round twice and land one step off.
+fn f64_to_f16_once(x: f64) -> f16 {
+    let c = f16::from_f32(x as f32);
+    if !c.is_finite() {
+        return c;
+    }
+    let bits = c.to_bits();
+    let mut best = c;
+    for nb in [bits.wrapping_add(1), bits.wrapping_sub(1)] {
+        let n = f16::from_bits(nb);
+        if !n.is_finite() || (nb & 0x7fff) == 0x7c00 || ((nb ^ bits) & 0x8000) != 0 {
+            continue;
+        }
+        let (dn, db) = ((n.to_f64() - x).abs(), (best.to_f64() - x).abs());
+        if dn < db || (dn == db && nb & 1 == 0) {
+            best = n;
+        }
+    }
+    best
+}
+
+/// ggml's `ggml_vec_mad_f16` (y += x * v) on an accumulator of f16 values held as f32.
+/// With AVX-512 FP16, blocks of 128 run as f16 fused multiply-adds with v rounded to
+/// f16 (one rounding, computed exactly in f64); the rest as an f32 fused multiply-add
+/// rounded to f16.
+fn mad_f16(y: &mut [f32], x: &[f32], v: f32, buf: &mut [f16]) {
     let np = y.len() & !127;
-    let vh = f16::from_f32(v).to_f64();
-    for (a, b) in y[..np].iter_mut().zip(&x[..np]) {
-        *a = f16::from_f64(b.to_f64().mul_add(vh, a.to_f64()));
+    if np > 0 {
+        let vh = f16::from_f32(v).to_f64();
+        for (a, &b) in y[..np].iter_mut().zip(&x[..np]) {
+            *a = f64_to_f16_once((b as f64).mul_add(vh, *a as f64)).to_f32();
+        }
     }
-    for (a, b) in y[np..].iter_mut().zip(&x[np..]) {
-        *a = f16::from_f32(b.to_f32().mul_add(v, a.to_f32()));
+    for (a, &b) in y[np..].iter_mut().zip(&x[np..]) {
+        *a = b.mul_add(v, *a);
     }
+    round_f16_slice(&mut y[np..], &mut buf[np..]);
 }
 
 /// ggml's `ggml_vec_scale_f16` (y *= v), split the same way as `mad_f16`.
-fn scale_f16(y: &mut [f16], v: f32) {
+fn scale_f16(y: &mut [f32], v: f32, buf: &mut [f16]) {
     let np = y.len() & !127;
-    let vh = f16::from_f32(v).to_f64();
-    for a in y[..np].iter_mut() {
-        *a = f16::from_f64(a.to_f64() * vh);
+    if np > 0 {
+        let vh = f16::from_f32(v).to_f64();
+        for a in y[..np].iter_mut() {
+            *a = f64_to_f16_once(*a as f64 * vh).to_f32();
+        }
     }
     for a in y[np..].iter_mut() {
-        *a = f16::from_f32(a.to_f32() * v);
+        *a *= v;
     }
+    round_f16_slice(&mut y[np..], &mut buf[np..]);
 }
 
 /// Keys per tile in the tiled path.
@@ -242,6 +284,18 @@ fn reduce16(a: &[f32]) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rounding_f64_to_f16_happens_once() {
+        // 1 + 2^-11 + 2^-30 is just above the tie between 1 and 1 + 2^-10: the nearest
+        // f16 is 1 + 2^-10, but rounding to f32 first drops the 2^-30 and makes a tie
+        // that goes to even (1).
+        let x = 1.0 + 2f64.powi(-11) + 2f64.powi(-30);
+        assert_eq!(f16::from_f64(x as f32 as f64), f16::ONE);
+        assert_eq!(f64_to_f16_once(x).to_f64(), 1.0 + 2f64.powi(-10));
+        assert_eq!(f64_to_f16_once(-2.5), f16::from_f32(-2.5));
+        assert_eq!(f64_to_f16_once(1e9), f16::INFINITY);
+    }
 
     /// Plain softmax attention in f64, for comparison.
     fn reference(q: &[f32], k: &[f16], v: &[f16], s: AttnShape) -> Vec<f32> {
