@@ -118,8 +118,14 @@ fn round_f16_slice(x: &mut [f32], buf: &mut [f16]) {
 /// The f16 nearest to `x` (ties to even), rounding once: an f64 -> f32 -> f16 chain
 /// can round twice and land one step off.
 fn f64_to_f16_once(x: f64) -> f16 {
-    let c = f16::from_f32(x as f32);
-    if !c.is_finite() {
+    let e = x as f32;
+    let c = f16::from_f32(e);
+    // One rounding already when the f32 step was exact, or when it did not land on a
+    // tie between two normal f16 values (the 13 dropped bits exactly 1000...0).
+    if e as f64 == x
+        || (e.abs() >= 6.103_515_6e-5 && e.to_bits() & 0x1fff != 0x1000)
+        || !c.is_finite()
+    {
         return c;
     }
     let bits = c.to_bits();
