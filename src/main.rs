@@ -159,12 +159,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             action: Some(ModelsCmd::Pull { tier }),
             ..
         }) => {
-            let t = catalog::tier(&tier).with_context(|| {
-                format!(
-                    "no tier named `{tier}`; the tiers are {}",
-                    catalog::tier_names().join(", ")
-                )
-            })?;
+            let t = named_tier(&tier)?;
             fetch::pull(&t, &mut |p| fetch::print_progress(&t.name, &p))?;
             Ok(ExitCode::SUCCESS)
         }
@@ -172,12 +167,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             action: Some(ModelsCmd::Rm { tier }),
             ..
         }) => {
-            let t = catalog::tier(&tier).with_context(|| {
-                format!(
-                    "no tier named `{tier}`; the tiers are {}",
-                    catalog::tier_names().join(", ")
-                )
-            })?;
+            let t = named_tier(&tier)?;
             if fetch::remove(&t)? {
                 eprintln!("removed {}", t.path().display());
             } else {
@@ -187,6 +177,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         None => chat(&config),
     }
+}
+
+/// The catalog tier called `name`, or an error listing the tiers.
+fn named_tier(name: &str) -> Result<catalog::Tier> {
+    catalog::tier(name).with_context(|| {
+        format!(
+            "no tier named `{name}`; the tiers are {}",
+            catalog::tier_names().join(", ")
+        )
+    })
 }
 
 /// Threads for the compute pools; must run before the first tensor operation.
