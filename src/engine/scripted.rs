@@ -1,7 +1,8 @@
 //! A scripted engine behind the same [`EngineHandle`]: each request answers with the
 //! next canned reply, streamed a token (a byte) at a time through the same event types
-//! and UTF-8 streaming as the real engine. The agent and the TUI are tested against it;
-//! `LCODE_SCRIPT=FILE` selects it for the real binary (a JSON array of replies).
+//! and UTF-8 streaming as the real engine. The agent and the TUI are to be tested
+//! against it; `Script::from_file` reads the JSON form the binary will take for
+//! end-to-end tests.
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc as std_mpsc;
