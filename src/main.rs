@@ -544,10 +544,9 @@ fn chat(config: &Config) -> Result<ExitCode> {
         info.name,
         info.load_ms / 1000.0
     );
-    let mut messages = vec![ChatMessage::new(
-        "system",
-        "You are lcode, a concise coding assistant.",
-    )];
+    // Data, not code: overridable from the config dir once the agent's prompt loader lands.
+    let system = include_str!("../prompts/chat.md").trim();
+    let mut messages = vec![ChatMessage::new("system", system)];
     let mut lines = std::io::stdin().lock().lines();
     loop {
         eprint!("> ");
