@@ -29,19 +29,30 @@ pub struct AttnShape {
     pub capacity: usize,
 }
 
+impl AttnShape {
+    /// Query heads per KV head.
+    fn n_rep(&self) -> usize {
+        self.n_head / self.n_kv_head
+    }
+
+    /// The softmax scale, 1 / sqrt(head_dim), in f32 as llama.cpp computes it.
+    fn scale(&self) -> f32 {
+        1.0 / (self.head_dim as f32).sqrt()
+    }
+}
+
 /// q: (n_head, seq, head_dim) f32, rotated. k, v: (n_kv_head, capacity, head_dim) f16,
 /// holding positions 0..pos + seq. Returns (seq, n_head * head_dim) f32.
 pub fn attention_online_f16(q: &[f32], k: &[f16], v: &[f16], s: AttnShape) -> Vec<f32> {
     let AttnShape {
         n_head,
-        n_kv_head,
         head_dim: hd,
         seq,
         pos,
         capacity,
+        ..
     } = s;
-    let n_rep = n_head / n_kv_head;
-    let scale = 1.0 / (hd as f32).sqrt();
+    let (n_rep, scale) = (s.n_rep(), s.scale());
     let mut out = vec![0f32; seq * n_head * hd];
     // One output row of one head per task: out[(i, h)] is contiguous.
     out.par_chunks_mut(hd).enumerate().for_each(|(task, dst)| {
@@ -186,14 +197,13 @@ const KV_TILE: usize = 64;
 pub fn attention_tiled(q: &[f32], k: &[f16], v: &[f16], s: AttnShape) -> Vec<f32> {
     let AttnShape {
         n_head,
-        n_kv_head,
         head_dim: hd,
         seq,
         pos,
         capacity,
+        ..
     } = s;
-    let n_rep = n_head / n_kv_head;
-    let scale = 1.0 / (hd as f32).sqrt();
+    let (n_rep, scale) = (s.n_rep(), s.scale());
     let total = pos + seq;
     let per_head: Vec<Vec<f32>> = (0..n_head)
         .into_par_iter()

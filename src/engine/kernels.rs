@@ -108,43 +108,17 @@ pub const Q5_0_BLOCK: usize = 2 + 4 + QK / 2;
 /// Bytes of one Q8_0 block: d (f16), 32 signed bytes.
 pub const Q8_0_BLOCK: usize = 2 + QK;
 
-/// Weight formats whose blocks dot with Q8_0 activations as `d_w * d_x * sum(q_w * q_x)`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Q8Weights {
-    Q5_0,
-    Q8_0,
-}
-
-impl Q8Weights {
-    pub fn block_bytes(self) -> usize {
-        match self {
-            Self::Q5_0 => Q5_0_BLOCK,
-            Self::Q8_0 => Q8_0_BLOCK,
-        }
+/// One Q5_0 block to its scale and 32 signed values (-16..15).
+fn unpack_q5_0(b: &[u8], q: &mut [i8; QK]) -> f32 {
+    let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
+    let nib = &b[6..6 + QK / 2];
+    for j in 0..QK / 2 {
+        let lo = (nib[j] & 0x0F) | ((((qh >> j) & 1) as u8) << 4);
+        let hi = (nib[j] >> 4) | ((((qh >> (j + 16)) & 1) as u8) << 4);
+        q[j] = lo as i8 - 16;
+        q[j + 16] = hi as i8 - 16;
     }
-
-    /// One block to its scale and 32 signed values.
-    fn unpack(self, b: &[u8], q: &mut [i8; QK]) -> f32 {
-        let d = f16::from_le_bytes([b[0], b[1]]).to_f32();
-        match self {
-            Self::Q8_0 => {
-                for (o, &v) in q.iter_mut().zip(&b[2..2 + QK]) {
-                    *o = v as i8;
-                }
-            }
-            Self::Q5_0 => {
-                let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
-                let nib = &b[6..6 + QK / 2];
-                for j in 0..QK / 2 {
-                    let lo = (nib[j] & 0x0F) | ((((qh >> j) & 1) as u8) << 4);
-                    let hi = (nib[j] >> 4) | ((((qh >> (j + 16)) & 1) as u8) << 4);
-                    q[j] = lo as i8 - 16;
-                    q[j + 16] = hi as i8 - 16;
-                }
-            }
-        }
-        d
-    }
+    f16::from_le_bytes([b[0], b[1]]).to_f32()
 }
 
 /// Q5_0 blocks rewritten as Q8_0 blocks with the same scale: the values -16..15 fit in
@@ -154,7 +128,7 @@ pub fn q5_0_to_q8_0(src: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(src.len() / Q5_0_BLOCK * Q8_0_BLOCK);
     let mut q = [0i8; QK];
     for b in src.chunks_exact(Q5_0_BLOCK) {
-        Q8Weights::Q5_0.unpack(b, &mut q);
+        unpack_q5_0(b, &mut q);
         out.extend_from_slice(&b[..2]);
         out.extend(q.iter().map(|&v| v as u8));
     }
@@ -368,10 +342,11 @@ mod tests {
         let q8 = q5_0_to_q8_0(&q5);
         assert_eq!(q8.len(), 2 * Q8_0_BLOCK);
         for (b5, b8) in q5.chunks_exact(Q5_0_BLOCK).zip(q8.chunks_exact(Q8_0_BLOCK)) {
-            let (mut a, mut b) = ([0i8; QK], [0i8; QK]);
-            let d5 = Q8Weights::Q5_0.unpack(b5, &mut a);
-            let d8 = Q8Weights::Q8_0.unpack(b8, &mut b);
-            assert_eq!((d5, a), (d8, b));
+            let mut a = [0i8; QK];
+            let d5 = unpack_q5_0(b5, &mut a);
+            let d8 = f16::from_le_bytes([b8[0], b8[1]]).to_f32();
+            let b: Vec<i8> = b8[2..].iter().map(|&v| v as i8).collect();
+            assert_eq!((d5, a.to_vec()), (d8, b));
             assert!(a.iter().all(|&v| (-16..16).contains(&v)));
         }
     }

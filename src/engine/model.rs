@@ -15,8 +15,8 @@ use super::gguf::{GgufFile, Hparams};
 use super::kernels;
 use super::kv_cache::KvCache;
 
-/// Prefill is run in chunks of this many tokens so that attention scores stay small:
-/// (n_head × chunk × context) floats per layer.
+/// The most tokens one forward pass runs at once (llama.cpp's default micro-batch);
+/// longer inputs go through in chunks, which bounds the per-chunk activations.
 pub const PREFILL_CHUNK: usize = 512;
 
 /// A weight matrix (n, k) and the kernel that multiplies by it.
