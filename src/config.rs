@@ -48,6 +48,8 @@ pub struct Config {
     pub threads: Option<usize>,
     pub theme: Option<String>,
     pub approval: Option<String>,
+    /// The repository's test command, run after applied edits.
+    pub test_cmd: Option<String>,
 }
 
 impl Config {
@@ -70,6 +72,36 @@ impl Config {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
             Err(e) => Err(anyhow::anyhow!("cannot read {}: {e}", path.display())),
         }
+    }
+}
+
+/// The folder for one repository's state under the data dir (conversation history,
+/// undo journal, last tier): named by a hash of the repository's canonical root.
+pub fn repo_dir(root: &std::path::Path) -> PathBuf {
+    use sha2::{Digest, Sha256};
+    let hash = Sha256::digest(root.as_os_str().as_encoded_bytes());
+    let hex: String = hash.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    let name = root
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    data_dir().join("repos").join(format!("{name}-{hex}"))
+}
+
+/// The tier (or path) last used in a repository, if any.
+pub fn last_model(root: &std::path::Path) -> Option<String> {
+    std::fs::read_to_string(repo_dir(root).join("last-model"))
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+/// Remember the model used in a repository (best effort: failing to save it loses
+/// nothing but the preference).
+pub fn set_last_model(root: &std::path::Path, model: &str) {
+    let dir = repo_dir(root);
+    if std::fs::create_dir_all(&dir).is_ok() {
+        let _ = std::fs::write(dir.join("last-model"), model);
     }
 }
 

@@ -3,8 +3,10 @@
 //! Dependencies point one way: `main (CLI) → tui → protocol ← agent → {tools, engine}`;
 //! `config` is a leaf anyone may use.
 
+pub mod agent;
 pub mod config;
 pub mod engine;
+pub mod exec;
 pub mod logging;
 pub mod protocol;
 pub mod tools;

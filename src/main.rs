@@ -45,6 +45,8 @@ enum Cmd {
     Generate(GenerateArgs),
     /// Measure time to first token, prefill and decode speed, and memory.
     Bench(BenchArgs),
+    /// Run one task in this repository to the end, with no terminal UI.
+    Exec(ExecArgs),
     /// List, fetch and delete models.
     Models {
         #[command(subcommand)]
@@ -115,6 +117,33 @@ struct GenerateArgs {
 }
 
 #[derive(Args)]
+struct ExecArgs {
+    #[command(flatten)]
+    model: ModelOpts,
+    /// What may happen without a person: none (show proposals only), edits (apply
+    /// edits, deny commands), all (apply edits, run commands sandboxed).
+    #[arg(long, default_value = "none")]
+    approve: String,
+    /// The repository's test command, run after applied edits.
+    #[arg(long)]
+    test_cmd: Option<String>,
+    /// One JSON object per event and line on stdout.
+    #[arg(long)]
+    json: bool,
+    /// Continue this repository's last conversation.
+    #[arg(long)]
+    resume: bool,
+    /// Revert the last change lcode applied in this repository, then exit.
+    #[arg(long, conflicts_with_all = ["resume", "task"])]
+    undo: bool,
+    /// Model replies per task at most.
+    #[arg(long, default_value_t = 8)]
+    max_steps: usize,
+    /// The task, or `-` to read it from stdin.
+    task: Option<String>,
+}
+
+#[derive(Args)]
 struct BenchArgs {
     /// A tier (tiny, fast, quality) or the path of a GGUF file.
     #[arg(long, short = 'm')]
@@ -150,6 +179,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Some(Cmd::Tokenize { model, jsonl }) => tokenize(&config, &model, jsonl),
         Some(Cmd::Generate(args)) => generate(&config, args),
         Some(Cmd::Bench(args)) => run_bench(&config, args),
+        Some(Cmd::Exec(args)) => exec(&config, args),
         Some(Cmd::Models {
             action: None,
             json,
@@ -233,6 +263,47 @@ fn start_engine(
     });
     let info = engine.load_blocking(source)?;
     Ok((engine, info))
+}
+
+fn exec(config: &Config, args: ExecArgs) -> Result<ExitCode> {
+    let cwd = std::env::current_dir().context("the current directory is not readable")?;
+    let ws = lcode::tools::workspace::Workspace::discover(&cwd)
+        .context("the current directory is not readable")?;
+    if args.undo {
+        lcode::exec::undo(&ws)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let policy: lcode::agent::Policy = args.approve.parse().map_err(anyhow::Error::msg)?;
+    let task = match args.task.as_deref() {
+        Some("-") => read_stdin()?,
+        Some(t) => t.to_string(),
+        None if args.resume => String::new(),
+        None => bail!("give a task: lcode exec \"fix the failing test\" (or - to read it from stdin)"),
+    };
+    if task.trim().is_empty() && !args.resume {
+        bail!("the task is empty; write what lcode should do");
+    }
+    let model = if lcode::exec::scripted() {
+        let label = args.model.model.clone().unwrap_or_else(|| "fast".into());
+        lcode::agent::resolve_scripted(&label).map_err(anyhow::Error::msg)?
+    } else {
+        init_threads(&args.model, config);
+        model_source(&args.model, config)?
+    };
+    let code = lcode::exec::run(
+        ws,
+        lcode::exec::ExecOptions {
+            task,
+            model,
+            ctx: working_ctx(&args.model, config),
+            policy,
+            test_cmd: args.test_cmd.or_else(|| config.test_cmd.clone()),
+            json: args.json,
+            resume: args.resume,
+            max_steps: args.max_steps.max(1),
+        },
+    )?;
+    Ok(ExitCode::from(code as u8))
 }
 
 fn read_stdin() -> Result<String> {
@@ -545,7 +616,7 @@ fn chat(config: &Config) -> Result<ExitCode> {
         info.load_ms / 1000.0
     );
     // Data, not code: overridable from the config dir once the agent's prompt loader lands.
-    let system = include_str!("../prompts/chat.md").trim();
+    let system = lcode::agent::context::prompt("agent");
     let mut messages = vec![ChatMessage::new("system", system)];
     let mut lines = std::io::stdin().lock().lines();
     loop {

@@ -117,6 +117,18 @@ pub enum Event {
     EditDenied {
         reason: String,
     },
+    /// The last applied change was reverted.
+    EditUndone {
+        files: Vec<String>,
+    },
+    /// A model reply could not be used as it stood (the model is told why and retries).
+    Malformed {
+        problems: Vec<String>,
+    },
+    /// A conversation was resumed: its messages as (role, text).
+    Resumed {
+        messages: Vec<(String, String)>,
+    },
     /// A command waits for a person's decision.
     ApprovalRequest {
         id: u64,

@@ -82,6 +82,14 @@ impl ModelSource {
         self.path.display().to_string()
     }
 
+    /// What `--model` takes to name this model again: the tier, else the path.
+    pub fn label_or_path(&self) -> String {
+        match &self.tier {
+            Some(t) => t.clone(),
+            None => self.path.display().to_string(),
+        }
+    }
+
     pub fn label(&self) -> String {
         match &self.tier {
             Some(t) => t.clone(),

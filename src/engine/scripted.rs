@@ -23,6 +23,8 @@ pub struct Script {
     pub replies: Vec<String>,
     /// Delay per streamed token, so tests can interrupt mid-stream.
     pub token_delay: Duration,
+    /// The working context the scripted models report (tokens are bytes here).
+    pub ctx: Option<usize>,
 }
 
 impl Script {
@@ -30,7 +32,13 @@ impl Script {
         Self {
             replies: replies.into_iter().map(Into::into).collect(),
             token_delay: Duration::ZERO,
+            ctx: None,
         }
+    }
+
+    pub fn with_ctx(mut self, ctx: usize) -> Self {
+        self.ctx = Some(ctx);
+        self
     }
 
     pub fn with_delay(mut self, delay: Duration) -> Self {
@@ -38,12 +46,12 @@ impl Script {
         self
     }
 
-    /// A JSON array of strings, or `{"replies": [...], "token_delay_ms": N}`.
+    /// A JSON array of strings, or `{"replies": [...], "token_delay_ms": N, "ctx": N}`.
     pub fn from_file(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)?;
         let v: serde_json::Value = serde_json::from_str(&text)?;
-        let (replies, delay) = match &v {
-            serde_json::Value::Array(a) => (a.clone(), 0),
+        let (replies, delay, ctx) = match &v {
+            serde_json::Value::Array(a) => (a.clone(), 0, None),
             serde_json::Value::Object(o) => (
                 o.get("replies")
                     .and_then(|r| r.as_array())
@@ -52,6 +60,7 @@ impl Script {
                 o.get("token_delay_ms")
                     .and_then(|d| d.as_u64())
                     .unwrap_or(0),
+                o.get("ctx").and_then(|c| c.as_u64()).map(|c| c as usize),
             ),
             _ => anyhow::bail!("a script is a JSON array of replies"),
         };
@@ -62,6 +71,7 @@ impl Script {
         Ok(Self {
             replies,
             token_delay: Duration::from_millis(delay),
+            ctx,
         })
     }
 }
@@ -120,6 +130,9 @@ fn run(script: Script, rx: std_mpsc::Receiver<Command>, seen: Transcript) {
             Command::Load { source, events } => {
                 info = model_info(&source.label());
                 info.source = source;
+                if let Some(ctx) = script.ctx {
+                    info.ctx = ctx;
+                }
                 let _ = events.send(EngineEvent::LoadProgress {
                     label: info.source.label(),
                     fraction: 1.0,

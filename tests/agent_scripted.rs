@@ -1,0 +1,599 @@
+//! The agent against the scripted engine: every tool, the approval policy of each mode,
+//! confinement, atomic apply, conflicts, undo, interrupts, budget cuts, the test loop
+//! and malformed replies. No model and no terminal needed.
+
+use std::fs;
+use std::path::Path;
+use std::time::Duration;
+
+use lcode::agent::{self, AgentOptions, Policy};
+use lcode::engine::scripted::{Script, Transcript};
+use lcode::engine::{EngineHandle, Prompt};
+use lcode::protocol::{ApprovalDecision, Event, Op, TurnEnd};
+use lcode::tools::workspace::Workspace;
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
+
+struct Session {
+    ops: UnboundedSender<Op>,
+    events: UnboundedReceiver<Event>,
+    transcript: Transcript,
+    dir: tempfile::TempDir,
+    _state: tempfile::TempDir,
+}
+
+fn write(root: &Path, files: &[(&str, &str)]) {
+    for (p, body) in files {
+        let path = root.join(p);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, body).unwrap();
+    }
+}
+
+impl Session {
+    fn start(
+        files: &[(&str, &str)],
+        script: Script,
+        policy: Policy,
+        configure: impl FnOnce(&mut AgentOptions),
+    ) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir(dir.path().join(".git")).unwrap();
+        write(dir.path(), files);
+        let state = tempfile::tempdir().unwrap();
+        let (engine, transcript) = EngineHandle::scripted(script);
+        let ws = Workspace::discover(dir.path()).unwrap();
+        let mut opts = AgentOptions::new(ws, agent::resolve_scripted("fast").unwrap());
+        opts.policy = policy;
+        opts.state_dir = Some(state.path().to_path_buf());
+        opts.resolve_model = agent::resolve_scripted;
+        configure(&mut opts);
+        let h = agent::spawn(engine, opts);
+        Self {
+            ops: h.ops,
+            events: h.events,
+            transcript,
+            dir,
+            _state: state,
+        }
+    }
+
+    fn path(&self, p: &str) -> std::path::PathBuf {
+        self.dir.path().join(p)
+    }
+
+    fn read(&self, p: &str) -> String {
+        fs::read_to_string(self.path(p)).unwrap()
+    }
+
+    async fn next(&mut self) -> Event {
+        tokio::time::timeout(Duration::from_secs(30), self.events.recv())
+            .await
+            .expect("an event within 30 s")
+            .expect("the agent is running")
+    }
+
+    /// Events up to and including the first that `stop` accepts.
+    async fn until(&mut self, stop: impl Fn(&Event) -> bool) -> Vec<Event> {
+        let mut out = Vec::new();
+        loop {
+            let e = self.next().await;
+            let done = stop(&e);
+            out.push(e);
+            if done {
+                return out;
+            }
+        }
+    }
+
+    async fn turn(&mut self, text: &str) -> Vec<Event> {
+        self.ops
+            .send(Op::UserTurn { text: text.into() })
+            .unwrap();
+        self.until(|e| matches!(e, Event::TurnDone { .. })).await
+    }
+
+    /// The last message of the `i`-th request to the model.
+    fn prompt(&self, i: usize) -> String {
+        let t = self.transcript.lock().unwrap();
+        match &t[i].prompt {
+            Prompt::Chat(m) => m.last().unwrap().content.clone(),
+            other => panic!("a chat prompt, not {other:?}"),
+        }
+    }
+
+    fn requests(&self) -> usize {
+        self.transcript.lock().unwrap().len()
+    }
+}
+
+fn end(events: &[Event]) -> TurnEnd {
+    match events.last() {
+        Some(Event::TurnDone { reason }) => *reason,
+        other => panic!("the turn did not end: {other:?}"),
+    }
+}
+
+fn results(events: &[Event]) -> Vec<(bool, String)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::ActionResult { ok, summary, .. } => Some((*ok, summary.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn text(events: &[Event]) -> String {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Text { delta } => Some(delta.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+const APP: &str = "def f():\n    return 1\n\n\ndef g():\n    return 2\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_search_and_list_feed_the_model_and_stop_it_at_the_tool_line() {
+    let mut s = Session::start(
+        &[("src/app.py", APP), ("README.md", "# demo\n")],
+        Script::new([
+            "Let me look.\nREAD src/app.py\nThe file says (invented)",
+            "SEARCH def g\n",
+            "LIST src\n",
+            "f returns 1 and g returns 2.",
+        ]),
+        Policy::Edits,
+        |_| {},
+    );
+    let ev = s.turn("What do the functions in the app return?").await;
+    assert_eq!(end(&ev), TurnEnd::Answered);
+    assert_eq!(s.requests(), 4);
+    // The reply stopped at the tool line: the invented rest never reached the user.
+    assert!(!text(&ev).contains("invented"), "{}", text(&ev));
+    assert!(s.prompt(1).contains("src/app.py\n```py\ndef f():"), "{}", s.prompt(1));
+    assert!(s.prompt(2).contains("src/app.py:5: def g():"), "{}", s.prompt(2));
+    assert!(s.prompt(3).contains("LIST src: 1 files\nsrc/app.py"), "{}", s.prompt(3));
+    let names: Vec<&str> = ev
+        .iter()
+        .filter_map(|e| match e {
+            Event::Action { name, .. } => Some(name.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(names, vec!["read", "search", "list"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paths_outside_the_repository_are_refused_with_a_message_to_the_model() {
+    let outside = tempfile::tempdir().unwrap();
+    fs::write(outside.path().join("secret.txt"), "s3cret").unwrap();
+    let mut s = Session::start(
+        &[("a.py", "x = 1\n")],
+        Script::new([
+            format!(
+                "READ ../secret.txt\nREAD {}\nREAD link/secret.txt\n",
+                outside.path().join("secret.txt").display()
+            ),
+            "../evil.py\n```python\nprint('x')\n```\n".to_string(),
+            "I cannot.".to_string(),
+        ]),
+        Policy::Edits,
+        |_| {},
+    );
+    std::os::unix::fs::symlink(outside.path(), s.path("link")).unwrap();
+    let ev = s.turn("show me the secret").await;
+    let r = results(&ev);
+    assert!(r.iter().all(|(ok, _)| !ok), "{r:?}");
+    assert!(r[0].1.contains("outside the repository"), "{r:?}");
+    assert!(r[2].1.contains("symlink"), "{r:?}");
+    assert!(!s.prompt(1).contains("s3cret"));
+    assert!(s.prompt(2).contains("outside the repository"), "{}", s.prompt(2));
+    assert!(!s.dir.path().parent().unwrap().join("evil.py").exists());
+    assert_eq!(end(&ev), TurnEnd::Answered);
+}
+
+fn edit_reply(path: &str, body: &str) -> String {
+    format!("Here you go.\n\n{path}\n```python\n{body}```\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approve_none_shows_the_proposal_and_writes_nothing() {
+    let new = "def f():\n    return 10\n\n\ndef g():\n    return 2\n";
+    let mut s = Session::start(
+        &[("app.py", APP)],
+        Script::new([edit_reply("app.py", new) + "```sh\nrm -rf /\n```\n", "ok".into()]),
+        Policy::None,
+        |_| {},
+    );
+    let ev = s.turn("make f return 10 in app.py").await;
+    assert!(ev.iter().any(|e| matches!(e, Event::EditProposed { diff, .. } if diff.contains("+    return 10"))));
+    assert!(ev.iter().any(|e| matches!(e, Event::EditDenied { .. })));
+    assert!(ev.iter().any(|e| matches!(e, Event::CommandOutput { output, exit_code: None, .. } if output.contains("does not allow"))));
+    assert_eq!(s.read("app.py"), APP);
+    // The denial is told to the model.
+    assert!(s.prompt(1).contains("not run"), "{}", s.prompt(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approve_edits_writes_and_denies_commands() {
+    let new = "def f():\n    return 10\n\n\ndef g():\n    return 2\n";
+    let mut s = Session::start(
+        &[("app.py", APP)],
+        Script::new([edit_reply("app.py", new) + "```sh\ntouch ran.txt\n```\n", "done".into()]),
+        Policy::Edits,
+        |_| {},
+    );
+    let ev = s.turn("make f return 10 in app.py").await;
+    assert_eq!(end(&ev), TurnEnd::Answered);
+    assert_eq!(s.read("app.py"), new);
+    assert!(!s.path("ran.txt").exists());
+    assert!(s.prompt(1).contains("does not allow commands"), "{}", s.prompt(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approve_all_runs_commands_sandboxed_and_feeds_back_the_output() {
+    let mut s = Session::start(
+        &[("app.py", APP)],
+        Script::new([
+            "```sh\necho hello > out.txt; cat out.txt; touch \"$HOME/lcode-sandbox-escape\"; echo done\n```\n",
+            "It printed hello.",
+        ]),
+        Policy::All,
+        |_| {},
+    );
+    let home = std::env::var("HOME").unwrap();
+    let _ = fs::remove_file(Path::new(&home).join("lcode-sandbox-escape"));
+    let ev = s.turn("run something").await;
+    assert_eq!(end(&ev), TurnEnd::Answered);
+    assert_eq!(s.read("out.txt"), "hello\n");
+    assert!(
+        !Path::new(&home).join("lcode-sandbox-escape").exists(),
+        "an unapproved command wrote outside the repository"
+    );
+    assert!(s.prompt(1).contains("hello"), "{}", s.prompt(1));
+    assert!(s.prompt(1).contains("(exit code 0)"), "{}", s.prompt(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ask_mode_waits_for_a_person_per_command_and_per_program() {
+    let mut s = Session::start(
+        &[("app.py", APP)],
+        Script::new([
+            "```sh\necho one\n```\n",
+            "```sh\necho two\n```\n",
+            "```sh\nls\n```\n",
+            "Done.",
+        ]),
+        Policy::Ask,
+        |_| {},
+    );
+    s.ops.send(Op::UserTurn { text: "go".into() }).unwrap();
+    let mut asked = Vec::new();
+    loop {
+        match s.next().await {
+            Event::ApprovalRequest { id, command } => {
+                let decision = match command.as_str() {
+                    "echo one" => ApprovalDecision::AlwaysForProgram,
+                    _ => ApprovalDecision::Deny,
+                };
+                asked.push(command);
+                s.ops.send(Op::Approval { id, decision }).unwrap();
+            }
+            Event::TurnDone { reason } => {
+                assert_eq!(reason, TurnEnd::Answered);
+                break;
+            }
+            _ => {}
+        }
+    }
+    // `echo two` ran without asking: echo was allowed for the conversation.
+    assert_eq!(asked, vec!["echo one", "ls"]);
+    assert!(s.prompt(2).contains("two"), "{}", s.prompt(2));
+    assert!(s.prompt(3).contains("the user denied"), "{}", s.prompt(3));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ask_mode_applies_only_the_accepted_hunks_and_undo_restores_the_bytes() {
+    let old: String = (1..=30).map(|i| format!("line {i}\n")).collect();
+    let new = old
+        .replace("line 2\n", "line two\n")
+        .replace("line 15\n", "line fifteen\n")
+        .replace("line 28\n", "line twenty-eight\n");
+    let mut s = Session::start(
+        &[("notes.txt", &old)],
+        Script::new([format!("notes.txt\n```text\n{new}```\n"), "ok".into()]),
+        Policy::Ask,
+        |_| {},
+    );
+    s.ops.send(Op::UserTurn { text: "edit notes.txt".into() }).unwrap();
+    let ev = s.until(|e| matches!(e, Event::EditProposed { .. })).await;
+    match ev.last() {
+        Some(Event::EditProposed { hunks, .. }) => assert_eq!(hunks, &vec![3]),
+        other => panic!("{other:?}"),
+    }
+    s.ops.send(Op::SetHunk { file: 0, hunk: 1, accepted: false }).unwrap();
+    s.ops.send(Op::Apply).unwrap();
+    let ev = s.until(|e| matches!(e, Event::TurnDone { .. })).await;
+    assert!(ev.iter().any(|e| matches!(e, Event::EditApplied { .. })));
+    let want = old.replace("line 2\n", "line two\n").replace("line 28\n", "line twenty-eight\n");
+    assert_eq!(s.read("notes.txt"), want);
+    s.ops.send(Op::Undo).unwrap();
+    let ev = s.until(|e| matches!(e, Event::EditUndone { .. } | Event::Error { .. })).await;
+    assert!(matches!(ev.last(), Some(Event::EditUndone { .. })), "{ev:?}");
+    assert_eq!(s.read("notes.txt"), old);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_changed_behind_the_agents_back_is_never_clobbered() {
+    let new = "def f():\n    return 10\n\n\ndef g():\n    return 2\n";
+    let mut s = Session::start(
+        &[("app.py", APP)],
+        Script::new([edit_reply("app.py", new), "ok".into()]),
+        Policy::Ask,
+        |_| {},
+    );
+    s.ops.send(Op::UserTurn { text: "change app.py".into() }).unwrap();
+    s.until(|e| matches!(e, Event::EditProposed { .. })).await;
+    // The user edits the file while the proposal waits for review.
+    fs::write(s.path("app.py"), "mine = True\n").unwrap();
+    s.ops.send(Op::Apply).unwrap();
+    let ev = s.until(|e| matches!(e, Event::TurnDone { .. })).await;
+    assert!(
+        ev.iter().any(|e| matches!(e, Event::EditDenied { reason } if reason.contains("changed on disk"))),
+        "{ev:?}"
+    );
+    assert_eq!(s.read("app.py"), "mine = True\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edit_of_a_file_changed_since_the_model_read_it_is_refused() {
+    let mut s = Session::start(
+        &[("app.py", APP)],
+        Script::new([edit_reply("app.py", "def f():\n    return 5\n\n\ndef g():\n    return 2\n"), "ok".into()])
+            .with_delay(Duration::from_millis(5)),
+        Policy::Edits,
+        |_| {},
+    );
+    s.ops.send(Op::UserTurn { text: "change app.py".into() }).unwrap();
+    // The model was shown app.py; while it writes, the file changes on disk.
+    s.until(|e| matches!(e, Event::Text { .. })).await;
+    fs::write(s.path("app.py"), "def f():\n    return 99\n\n\ndef g():\n    return 2\n").unwrap();
+    let ev = s.until(|e| matches!(e, Event::TurnDone { .. })).await;
+    assert!(ev.iter().any(|e| matches!(e, Event::Malformed { problems } if problems[0].contains("changed on disk since you read it"))), "{ev:?}");
+    assert!(s.read("app.py").contains("return 99"));
+    assert!(s.prompt(1).contains("return 99"), "the model is shown the new text");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proposal_over_several_files_applies_all_or_nothing() {
+    let mut s = Session::start(
+        &[("a.py", "a = 1\n"), ("b.py/keep", "x\n")],
+        // b.py is a directory: the second file cannot be written, so neither is.
+        Script::new(["a.py\n```python\na = 2\n```\n\nb.py\n```python\nb = 2\n```\n", "ok"]),
+        Policy::Edits,
+        |_| {},
+    );
+    let ev = s.turn("change a.py and b.py").await;
+    assert_eq!(s.read("a.py"), "a = 1\n");
+    assert!(s.prompt(1).contains("could not be"), "{}\n{ev:?}", s.prompt(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interrupt_stops_a_running_command_and_ends_the_turn() {
+    let mut s = Session::start(
+        &[("a.py", "")],
+        Script::new(["```sh\nsleep 60\n```\n", "never"]),
+        Policy::All,
+        |_| {},
+    );
+    s.ops.send(Op::UserTurn { text: "wait".into() }).unwrap();
+    s.until(|e| matches!(e, Event::Command { .. })).await;
+    let start = std::time::Instant::now();
+    s.ops.send(Op::Interrupt).unwrap();
+    let ev = s.until(|e| matches!(e, Event::TurnDone { .. })).await;
+    assert_eq!(end(&ev), TurnEnd::Interrupted);
+    assert!(start.elapsed() < Duration::from_secs(10));
+    assert_eq!(s.requests(), 1, "nothing went back to the model");
+    // The agent takes the next turn normally.
+    let ev = s.turn("again").await;
+    assert!(matches!(end(&ev), TurnEnd::Answered | TurnEnd::Interrupted | TurnEnd::StepLimit));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interrupt_stops_generation_mid_stream() {
+    let long = "word ".repeat(2000);
+    let mut s = Session::start(
+        &[("a.py", "")],
+        Script::new([long.as_str()]).with_delay(Duration::from_millis(2)),
+        Policy::Edits,
+        |_| {},
+    );
+    s.ops.send(Op::UserTurn { text: "talk".into() }).unwrap();
+    s.until(|e| matches!(e, Event::Text { .. })).await;
+    s.ops.send(Op::Interrupt).unwrap();
+    let ev = s.until(|e| matches!(e, Event::TurnDone { .. })).await;
+    assert_eq!(end(&ev), TurnEnd::Interrupted);
+    assert!(text(&ev).len() < long.len() / 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tool_output_is_cut_to_a_budget_with_a_note() {
+    let big: String = (1..=5000).map(|i| format!("line number {i}\n")).collect();
+    let mut s = Session::start(
+        &[("big.txt", &big)],
+        Script::new(["READ big.txt\n", "```sh\nseq 1 200000\n```\n", "ok"]).with_ctx(60_000),
+        Policy::All,
+        |_| {},
+    );
+    s.turn("look").await;
+    let p1 = s.prompt(1);
+    assert!(p1.len() < 14_000 && p1.contains("to fit the budget; read lines"), "{}", &p1[p1.len() - 200..]);
+    let p2 = s.prompt(2);
+    assert!(p2.len() < 8_000 && p2.contains("cut to fit the budget"), "{}", p2.len());
+
+    // In a small working context, results are cut to the room left, exactly.
+    let mut s = Session::start(
+        &[("big.txt", &big)],
+        Script::new(["READ big.txt\n", "ok"]).with_ctx(4000),
+        Policy::Edits,
+        |o| o.max_reply_tokens = 500,
+    );
+    let ev = s.turn("look").await;
+    assert_eq!(end(&ev), TurnEnd::Answered);
+    assert!(s.prompt(1).contains("cut to fit the working context"), "{}", s.prompt(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_tests_go_back_to_the_model_until_they_pass() {
+    let test = "python3 -c 'import app; assert app.f() == 3, \"f() should be 3\"'";
+    let mut s = Session::start(
+        &[("app.py", APP)],
+        Script::new([
+            edit_reply("app.py", "def f():\n    return 2\n\n\ndef g():\n    return 2\n"),
+            edit_reply("app.py", "def f():\n    return 3\n\n\ndef g():\n    return 2\n"),
+            "Fixed.".into(),
+        ]),
+        Policy::All,
+        |o| o.test_cmd = Some(test.into()),
+    );
+    let ev = s.turn("make f return 3 in app.py").await;
+    assert_eq!(end(&ev), TurnEnd::Answered);
+    assert!(s.prompt(1).contains("The tests failed") && s.prompt(1).contains("f() should be 3"), "{}", s.prompt(1));
+    assert!(s.read("app.py").contains("return 3"));
+    assert_eq!(s.requests(), 2, "passing tests end the turn");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_and_unmatched_edits_get_a_precise_correction_then_a_bounded_retry() {
+    let mut s = Session::start(
+        &[("app.py", APP)],
+        Script::new([
+            "app.py\n```python\ndef f():\n    return 7\n".to_string(),
+            "app.py\n```python\n# ... existing code ...\nx = 1\n```\n".to_string(),
+            edit_reply("app.py", "def f():\n    return 7\n"),
+        ]),
+        Policy::Edits,
+        |_| {},
+    );
+    let ev = s.turn("make f return 7 in app.py").await;
+    assert_eq!(end(&ev), TurnEnd::Answered);
+    assert!(s.prompt(1).contains("was not closed"), "{}", s.prompt(1));
+    assert!(s.prompt(2).contains("would drop f, g"), "{}", s.prompt(2));
+    // The third reply names only f: it replaces f and keeps g.
+    assert_eq!(s.read("app.py"), "def f():\n    return 7\n\n\ndef g():\n    return 2\n");
+    let malformed = ev.iter().filter(|e| matches!(e, Event::Malformed { .. })).count();
+    assert_eq!(malformed, 2);
+
+    // Past the retry budget the turn ends with an error event, not a loop.
+    let mut s = Session::start(
+        &[("app.py", APP)],
+        Script::new(["app.py\n```python\nbroken\n"]),
+        Policy::Edits,
+        |_| {},
+    );
+    let ev = s.turn("change app.py").await;
+    assert_eq!(s.requests(), 3);
+    assert!(ev.iter().any(|e| matches!(e, Event::Error { .. })));
+    assert_eq!(s.read("app.py"), APP);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_block_without_a_path_edits_the_file_in_the_conversation() {
+    let prompt = "from typing import List\n\n\ndef total(xs: List[int]) -> int:\n    \"\"\"Sum.\"\"\"\n";
+    let mut s = Session::start(
+        &[("solution.py", prompt)],
+        Script::new([
+            "```python\ndef total(xs: List[int]) -> int:\n    \"\"\"Sum.\"\"\"\n    return sum(xs)\n```\n\nExample:\n```python\nprint(total([1, 2]))\n```\n",
+        ]),
+        Policy::Edits,
+        |_| {},
+    );
+    let ev = s.turn("Implement the function total in solution.py so that it does what its docstring says.").await;
+    assert_eq!(end(&ev), TurnEnd::Answered);
+    assert!(s.prompt(0).contains("solution.py\n```py\nfrom typing import List"));
+    assert_eq!(
+        s.read("solution.py"),
+        "from typing import List\n\n\ndef total(xs: List[int]) -> int:\n    \"\"\"Sum.\"\"\"\n    return sum(xs)\n"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pasted_traceback_brings_the_code_it_points_at() {
+    let mut s = Session::start(
+        &[("src/calc.py", "def div(a, b):\n    return a / b\n")],
+        Script::new(["src/calc.py line 2 divides by zero."]),
+        Policy::Edits,
+        |_| {},
+    );
+    s.turn("Traceback (most recent call last):\n  File \"/srv/app/src/calc.py\", line 2, in div\n    return a / b\nZeroDivisionError: division by zero").await;
+    let p = s.prompt(0);
+    assert!(p.contains("src/calc.py:2 (from `/srv/app/src/calc.py`)"), "{p}");
+    assert!(p.contains(">   2 |     return a / b"), "{p}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_conversation_is_summarised_once_to_fit_the_context() {
+    let mut s = Session::start(
+        &[("a.py", "")],
+        Script::new(["x".repeat(300)]).with_ctx(3000),
+        Policy::Edits,
+        |o| o.max_reply_tokens = 400,
+    );
+    let mut summaries = 0;
+    for i in 0..8 {
+        let ev = s.turn(&format!("question {i}: {}", "y".repeat(300))).await;
+        summaries += ev.iter().filter(|e| matches!(e, Event::Summary { .. })).count();
+        assert_eq!(end(&ev), TurnEnd::Answered);
+    }
+    assert!(summaries >= 1);
+    let t = s.transcript.lock().unwrap();
+    let Prompt::Chat(last) = &t.last().unwrap().prompt else { panic!() };
+    assert!(last[1].content.starts_with("Summary of the earlier conversation"), "{:?}", last[1]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_conversation_is_kept_and_resumed() {
+    let state = tempfile::tempdir().unwrap();
+    let state_path = state.path().to_path_buf();
+    let mut s = Session::start(&[("a.py", "")], Script::new(["first answer"]), Policy::Edits, |o| {
+        o.state_dir = Some(state_path.clone())
+    });
+    s.turn("first question").await;
+    let mut s = Session::start(&[("a.py", "")], Script::new(["second answer"]), Policy::Edits, |o| {
+        o.state_dir = Some(state_path.clone());
+        o.resume = true;
+    });
+    let ev = s.until(|e| matches!(e, Event::Resumed { .. })).await;
+    assert!(matches!(ev.last(), Some(Event::Resumed { messages }) if messages.len() == 2));
+    s.turn("second question").await;
+    let t = s.transcript.lock().unwrap();
+    let Prompt::Chat(m) = &t[0].prompt else { panic!() };
+    let contents: Vec<&str> = m.iter().skip(1).map(|m| m.content.as_str()).collect();
+    assert_eq!(contents, vec!["first question", "first answer", "second question"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_step_limit_ends_a_turn_that_never_answers() {
+    let mut s = Session::start(&[("a.py", "")], Script::new(["LIST\n"]), Policy::Edits, |o| {
+        o.max_steps = 3
+    });
+    let ev = s.turn("loop").await;
+    assert_eq!(end(&ev), TurnEnd::StepLimit);
+    assert_eq!(s.requests(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switching_models_keeps_the_conversation() {
+    let mut s = Session::start(&[("a.py", "")], Script::new(["one", "two"]), Policy::Edits, |_| {});
+    s.turn("first").await;
+    s.ops.send(Op::SwitchModel { model: "quality".into() }).unwrap();
+    let ev = s.until(|e| matches!(e, Event::Stats(st) if st.model == "quality")).await;
+    assert!(ev.iter().any(|e| matches!(e, Event::EngineState(lcode::protocol::EngineState::Loading { model, .. }) if model == "quality")));
+    s.turn("second").await;
+    let t = s.transcript.lock().unwrap();
+    let Prompt::Chat(m) = &t[1].prompt else { panic!() };
+    assert_eq!(m.len(), 4, "system, first, one, second");
+}
