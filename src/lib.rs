@@ -10,3 +10,4 @@ pub mod exec;
 pub mod logging;
 pub mod protocol;
 pub mod tools;
+pub mod tui;

@@ -23,12 +23,31 @@ use lcode::engine::{
     version,
     about = "A terminal coding assistant that runs fully offline"
 )]
+#[command(args_conflicts_with_subcommands = true)]
 struct Cli {
     /// More detail in the log file (-v debug, -vv trace).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
+    #[command(flatten)]
+    app: AppArgs,
     #[command(subcommand)]
     command: Option<Cmd>,
+}
+
+/// `lcode` alone: the terminal app in the current repository.
+#[derive(Args)]
+struct AppArgs {
+    #[command(flatten)]
+    model: ModelOpts,
+    /// The UI theme (dark, light, or one under the config dir's themes/).
+    #[arg(long)]
+    theme: Option<String>,
+    /// Who approves edits and commands: ask (default), edits, all.
+    #[arg(long)]
+    approve: Option<String>,
+    /// The repository's test command, run after applied edits.
+    #[arg(long)]
+    test_cmd: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -205,7 +224,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        None => chat(&config),
+        None => app(&config, cli.app),
     }
 }
 
@@ -583,86 +602,71 @@ fn estimate(
     }
 }
 
-/// `lcode` alone: until the panel app lands, a plain line-by-line chat on the terminal.
-/// It fetches the default tier on first use (with progress), and keeps the conversation,
-/// so each turn reuses the cached prefix of the last.
-fn chat(config: &Config) -> Result<ExitCode> {
-    use lcode::engine::template::ChatMessage;
-    use std::io::BufRead;
-    let value = config
-        .default_model
+/// `lcode` alone: the panel app. The model: the flag, else the one last used in this
+/// repository, else the config's default, else `fast`; a tier not installed yet is
+/// fetched (with progress in the status panel) before it loads.
+fn app(config: &Config, args: AppArgs) -> Result<ExitCode> {
+    use std::io::IsTerminal;
+    if !std::io::stdout().is_terminal() || !std::io::stdin().is_terminal() {
+        bail!("lcode needs a terminal; for scripts and pipes use `lcode exec TASK`");
+    }
+    let cwd = std::env::current_dir().context("the current directory is not readable")?;
+    let ws = lcode::tools::workspace::Workspace::discover(&cwd)
+        .context("the current directory is not readable")?;
+    let scripted = lcode::exec::scripted();
+    let wanted = args
+        .model
+        .model
         .clone()
+        .or_else(|| lcode::config::last_model(ws.root()))
+        .or_else(|| config.default_model.clone())
         .unwrap_or_else(|| catalog::default_tier().name);
-    if let Some(tier) = catalog::tier(&value) {
-        if !fetch::verify_installed(&tier) {
-            eprintln!(
-                "first use: fetching the {} tier ({} MB)",
-                tier.name,
-                tier.size >> 20
-            );
-            fetch::pull(&tier, &mut |p| fetch::print_progress(&tier.name, &p))?;
+    let mut fetch_first = None;
+    let model = if scripted {
+        lcode::agent::resolve_scripted(&wanted).map_err(anyhow::Error::msg)?
+    } else {
+        match catalog::parse_model_arg(&wanted) {
+            catalog::ModelArg::Tier(t) => {
+                if !fetch::verify_installed(&t) {
+                    fetch_first = Some(t.clone());
+                }
+                t.source()
+            }
+            catalog::ModelArg::Path(_) => match catalog::resolve(&wanted) {
+                Ok(s) => s,
+                // The repo's remembered file is gone: fall back to the default tier.
+                Err(_) if args.model.model.is_none() => {
+                    let t = catalog::default_tier();
+                    if !fetch::verify_installed(&t) {
+                        fetch_first = Some(t.clone());
+                    }
+                    t.source()
+                }
+                Err(e) => return Err(e.into()),
+            },
         }
-    }
-    let opts = ModelOpts {
-        model: Some(value),
-        ctx: config.ctx,
-        threads: config.threads,
     };
-    let ctx = working_ctx(&opts, config);
-    let (engine, info) = start_engine(&opts, config, ctx)?;
-    eprintln!(
-        "lcode: {} loaded in {:.1} s. Type a message and end it with an empty line; Ctrl-D quits.",
-        info.name,
-        info.load_ms / 1000.0
-    );
-    // Data, not code: overridable from the config dir once the agent's prompt loader lands.
-    let system = lcode::agent::context::prompt("agent");
-    let mut messages = vec![ChatMessage::new("system", system)];
-    let mut lines = std::io::stdin().lock().lines();
-    loop {
-        eprint!("> ");
-        let mut text = String::new();
-        loop {
-            match lines.next() {
-                Some(Ok(line)) if line.is_empty() && !text.is_empty() => break,
-                Some(Ok(line)) if line.is_empty() => eprint!("> "),
-                Some(Ok(line)) => {
-                    text.push_str(&line);
-                    text.push('\n');
-                }
-                Some(Err(e)) => return Err(e.into()),
-                None => {
-                    engine.shutdown();
-                    return Ok(ExitCode::SUCCESS);
-                }
-            }
-        }
-        messages.push(ChatMessage::new("user", text.trim_end()));
-        let mut gen = engine.generate(GenerateRequest::new(Prompt::Chat(messages.clone()), 1024));
-        let mut stdout = std::io::stdout().lock();
-        while let Some(ev) = gen.events.blocking_recv() {
-            use lcode::engine::EngineEvent as E;
-            match ev {
-                E::Token { text, .. } => {
-                    stdout.write_all(text.as_bytes())?;
-                    stdout.flush()?;
-                }
-                E::Done { text, stats, .. } => {
-                    writeln!(stdout)?;
-                    eprintln!(
-                        "[ttft {:.0} ms, {} of {} prompt tokens reused, decode {:.1} tok/s]",
-                        stats.ttft_ms, stats.reused_tokens, stats.prompt_tokens, stats.decode_tps
-                    );
-                    messages.push(ChatMessage::new("assistant", text));
-                    break;
-                }
-                E::Error(e) => {
-                    eprintln!("lcode: {e}");
-                    messages.pop();
-                    break;
-                }
-                _ => {}
-            }
-        }
+    if !scripted {
+        init_threads(&args.model, config);
     }
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    let theme_name = args.theme.or_else(|| config.theme.clone()).unwrap_or_else(|| "dark".into());
+    let theme = lcode::tui::theme::Theme::load(&theme_name, no_color).map_err(anyhow::Error::msg)?;
+    let keys = lcode::tui::keys::Keys::load().map_err(anyhow::Error::msg)?;
+    let policy = match args.approve.or_else(|| config.approval.clone()) {
+        Some(p) => p.parse().map_err(|e: String| anyhow::anyhow!(e.replace("use none", "use ask, none")))?,
+        None => lcode::agent::Policy::Ask,
+    };
+    let code = lcode::tui::run(lcode::tui::TuiOptions {
+        workspace: ws,
+        model,
+        fetch_first,
+        ctx: working_ctx(&args.model, config),
+        policy,
+        test_cmd: args.test_cmd.or_else(|| config.test_cmd.clone()),
+        theme,
+        keys,
+        scripted,
+    })?;
+    Ok(ExitCode::from(code as u8))
 }

@@ -44,6 +44,11 @@ pub enum Op {
     DropFile {
         path: String,
     },
+    /// A command the user typed (`/run`): it runs without approval, its output is shown
+    /// and goes to the model with the next message.
+    RunCommand {
+        command: String,
+    },
     /// Forget the conversation.
     Clear,
     /// Continue the last conversation of this repository.

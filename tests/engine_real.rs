@@ -312,33 +312,37 @@ fn stdin_prompts_keep_their_trailing_newline() {
     assert_eq!(run(b"x = 1\n"), run(b"x = 1") + 1);
 }
 
-#[test]
-fn lcode_alone_chats_and_the_second_turn_reuses_the_first() {
-    common::model("tiny");
-    let config = tempfile::tempdir().unwrap();
-    std::fs::write(
-        config.path().join("config.toml"),
-        "default_model = \"tiny\"\nctx = 2048\n",
-    )
-    .unwrap();
-    let mut c = common::lcode();
-    c.env("LCODE_CONFIG_DIR", config.path());
-    let out = common::run_with_stdin(c, b"Say hi.\n\nSay bye.\n\n");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let err = String::from_utf8_lossy(&out.stderr);
-    let reused: Vec<usize> = err
-        .lines()
-        .filter_map(|l| l.split(", ").nth(1)?.split(' ').next()?.parse().ok())
-        .collect();
-    assert_eq!(reused.len(), 2, "{err}");
-    assert_eq!(reused[0], 0);
-    assert!(
-        reused[1] > 10,
-        "the second turn reused only {} tokens: {err}",
-        reused[1]
-    );
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agents_second_turn_reuses_the_first_turns_prefix() {
+    use lcode::agent::{self, AgentOptions, Policy};
+    use lcode::protocol::{Event, Op};
+    let path = common::model("tiny");
+    let repo = tempfile::tempdir().unwrap();
+    std::fs::write(repo.path().join("a.py"), "x = 1\n").unwrap();
+    let engine = EngineHandle::spawn(EngineOptions {
+        ctx: 2048,
+        ..Default::default()
+    });
+    let ws = lcode::tools::workspace::Workspace::at(repo.path()).unwrap();
+    let mut opts = AgentOptions::new(ws, ModelSource { path, tier: Some("tiny".into()) });
+    opts.policy = Policy::None;
+    opts.max_steps = 1;
+    opts.max_reply_tokens = 24;
+    let mut a = agent::spawn(engine, opts);
+    let mut reused = Vec::new();
+    for q in ["Say hi.", "Say bye."] {
+        a.ops.send(Op::UserTurn { text: q.into() }).unwrap();
+        loop {
+            match tokio::time::timeout(Duration::from_secs(120), a.events.recv()).await.unwrap().unwrap() {
+                Event::Stats(s) if s.decode_tps > 0.0 => reused.push((s.reused_tokens, s.context_used)),
+                Event::TurnDone { .. } => break,
+                _ => {}
+            }
+        }
+    }
+    assert_eq!(reused.len(), 2, "{reused:?}");
+    assert_eq!(reused[0].0, 0);
+    // The second turn pays only for its new tokens: everything up to the end of the
+    // first reply comes from the cache.
+    assert!(reused[1].0 + 40 > reused[0].1, "{reused:?}");
 }

@@ -170,6 +170,8 @@ struct Agent {
     shown_order: Vec<String>,
     /// Files the user added, attached to the next message.
     to_attach: Vec<String>,
+    /// Output of commands the user ran, attached to the next message.
+    pending_notes: Vec<String>,
     allowed_programs: HashSet<String>,
     next_id: u64,
     summarised: bool,
@@ -249,6 +251,7 @@ impl Agent {
             seen: HashMap::new(),
             shown_order: Vec::new(),
             to_attach: Vec::new(),
+            pending_notes: Vec::new(),
             allowed_programs: HashSet::new(),
             next_id: 1,
             summarised: false,
@@ -414,6 +417,7 @@ impl Agent {
                 self.summarised = false;
             }
             Op::Resume => self.resume(),
+            Op::RunCommand { command } => self.user_command(&command).await,
             Op::Shutdown => self.shutdown = true,
             // Nothing is pending outside a turn.
             Op::Interrupt
@@ -482,6 +486,49 @@ impl Agent {
         }
     }
 
+    /// A command the user ran: shown now, told to the model with the next message.
+    async fn user_command(&mut self, command: &str) {
+        let id = self.id();
+        self.emit(Event::Command { id, command: command.to_string() });
+        let opts = ShellOptions {
+            root: self.opts.workspace.root().to_path_buf(),
+            timeout: self.opts.command_timeout,
+            max_output: COMMAND_BUDGET,
+            sandbox: false,
+        };
+        let (int_tx, int_rx) = tokio::sync::oneshot::channel::<()>();
+        let run = shell::run(command, &opts, async {
+            let _ = int_rx.await;
+        });
+        tokio::pin!(run);
+        let mut int_tx = Some(int_tx);
+        let result = loop {
+            tokio::select! {
+                r = &mut run => break r,
+                op = self.ops.recv(), if int_tx.is_some() => match op {
+                    Some(Op::Interrupt) => { if let Some(t) = int_tx.take() { let _ = t.send(()); } }
+                    Some(Op::Shutdown) | None => { self.shutdown = true; if let Some(t) = int_tx.take() { let _ = t.send(()); } }
+                    Some(other) => self.queued.push_back(other),
+                },
+            }
+        };
+        match result {
+            Ok(r) => {
+                self.emit(Event::CommandOutput { id, output: r.output.clone(), exit_code: r.exit_code() });
+                self.pending_notes.push(format!(
+                    "I ran `{command}` ({}):\n```\n{}\n```",
+                    r.status_line(),
+                    r.output.trim_end()
+                ));
+            }
+            Err(e) => self.emit(Event::CommandOutput {
+                id,
+                output: format!("could not start the command: {e}"),
+                exit_code: None,
+            }),
+        }
+    }
+
     fn push_message(&mut self, role: &str, content: String) {
         let m = ChatMessage::new(role, content);
         if self.history.is_none() {
@@ -531,6 +578,10 @@ impl Agent {
     fn compose_user_message(&mut self, text: &str) -> String {
         let files = self.repo_files();
         let mut msg = text.trim_end().to_string();
+        for note in std::mem::take(&mut self.pending_notes) {
+            msg.push_str("\n\n");
+            msg.push_str(&note);
+        }
         let mut attach: Vec<String> = std::mem::take(&mut self.to_attach);
         for f in context::mentioned_files(text, &files) {
             if !attach.contains(&f) {

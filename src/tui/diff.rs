@@ -1,0 +1,291 @@
+//! The diff panel: the pending proposal file by file and hunk by hunk, each hunk marked
+//! accepted or rejected, with old and new line numbers and highlighted code. The panel
+//! holds the review state the person sees; every change is also sent to the agent as an
+//! op, and the file on disk changes only when the agent applies.
+
+use ratatui::buffer::Buffer;
+use ratatui::layout::Rect;
+use ratatui::style::Modifier;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Paragraph, Widget};
+
+use super::text::highlight;
+use super::theme::Theme;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiffHunk {
+    pub header: String,
+    pub old_start: usize,
+    pub new_start: usize,
+    pub lines: Vec<String>,
+    pub accepted: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiffFile {
+    pub path: String,
+    pub hunks: Vec<DiffHunk>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Waiting for review.
+    Pending,
+    Applied,
+    Rejected,
+    Undone,
+}
+
+#[derive(Debug, Clone)]
+pub struct DiffView {
+    pub files: Vec<DiffFile>,
+    pub file: usize,
+    pub hunk: usize,
+    pub stage: Stage,
+}
+
+fn parse_range(s: &str) -> usize {
+    s.trim_start_matches(['-', '+'])
+        .split(',')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Files and hunks of a unified diff.
+pub fn parse(diff: &str) -> Vec<DiffFile> {
+    let mut files: Vec<DiffFile> = Vec::new();
+    let mut old_name = String::new();
+    for line in diff.lines() {
+        if let Some(name) = line.strip_prefix("--- ") {
+            old_name = name.trim_start_matches("a/").to_string();
+        } else if let Some(name) = line.strip_prefix("+++ ") {
+            let path = if name == "/dev/null" {
+                old_name.clone()
+            } else {
+                name.trim_start_matches("b/").to_string()
+            };
+            files.push(DiffFile {
+                path,
+                hunks: Vec::new(),
+            });
+        } else if line.starts_with("@@") {
+            let mut parts = line.split_whitespace().skip(1);
+            let old_start = parts.next().map(parse_range).unwrap_or(0);
+            let new_start = parts.next().map(parse_range).unwrap_or(0);
+            if let Some(f) = files.last_mut() {
+                f.hunks.push(DiffHunk {
+                    header: line.to_string(),
+                    old_start,
+                    new_start,
+                    lines: Vec::new(),
+                    accepted: true,
+                });
+            }
+        } else if line.starts_with('\\') {
+            // "\ No newline at end of file"
+        } else if let Some(h) = files.last_mut().and_then(|f| f.hunks.last_mut()) {
+            h.lines.push(line.to_string());
+        }
+    }
+    files
+}
+
+impl DiffView {
+    pub fn new(diff: &str) -> Self {
+        Self {
+            files: parse(diff),
+            file: 0,
+            hunk: 0,
+            stage: Stage::Pending,
+        }
+    }
+
+    pub fn hunk_count(&self) -> usize {
+        self.files.iter().map(|f| f.hunks.len()).sum()
+    }
+
+    pub fn accepted_count(&self) -> usize {
+        self.files.iter().flat_map(|f| &f.hunks).filter(|h| h.accepted).count()
+    }
+
+    /// Move to the next (or previous) hunk, across files.
+    pub fn step_hunk(&mut self, forward: bool) {
+        let flat: Vec<(usize, usize)> = self
+            .files
+            .iter()
+            .enumerate()
+            .flat_map(|(f, file)| (0..file.hunks.len()).map(move |h| (f, h)))
+            .collect();
+        let Some(at) = flat.iter().position(|&p| p == (self.file, self.hunk)) else {
+            return;
+        };
+        let next = if forward {
+            (at + 1).min(flat.len() - 1)
+        } else {
+            at.saturating_sub(1)
+        };
+        (self.file, self.hunk) = flat[next];
+    }
+
+    pub fn step_file(&mut self, forward: bool) {
+        let n = self.files.len();
+        if n == 0 {
+            return;
+        }
+        self.file = if forward { (self.file + 1).min(n - 1) } else { self.file.saturating_sub(1) };
+        self.hunk = 0;
+    }
+
+    /// Mark the selected hunk; the (file, hunk) it was.
+    pub fn set_current(&mut self, accepted: bool) -> Option<(usize, usize)> {
+        let h = self.files.get_mut(self.file)?.hunks.get_mut(self.hunk)?;
+        h.accepted = accepted;
+        Some((self.file, self.hunk))
+    }
+
+    pub fn set_all(&mut self, accepted: bool) {
+        self.files
+            .iter_mut()
+            .flat_map(|f| f.hunks.iter_mut())
+            .for_each(|h| h.accepted = accepted);
+    }
+
+    /// The panel's lines, and the line where the selected hunk starts (for scrolling).
+    pub fn display_lines(&self, width: usize, theme: &Theme, focused: bool) -> (Vec<Line<'static>>, usize) {
+        let mut out = Vec::new();
+        let mut selected_at = 0;
+        let stage = match self.stage {
+            Stage::Pending => format!(
+                "{} of {} hunks accepted · y accept · x reject · enter apply",
+                self.accepted_count(),
+                self.hunk_count()
+            ),
+            Stage::Applied => "applied · u undo".into(),
+            Stage::Rejected => "rejected".into(),
+            Stage::Undone => "undone".into(),
+        };
+        out.push(Line::from(Span::styled(stage, theme.status)));
+        for (fi, file) in self.files.iter().enumerate() {
+            out.push(Line::from(Span::styled(
+                format!("▸ {}", file.path),
+                theme.assistant.add_modifier(Modifier::BOLD),
+            )));
+            let lang = file.path.rsplit_once('.').map(|(_, e)| e).unwrap_or("");
+            for (hi, h) in file.hunks.iter().enumerate() {
+                let selected = fi == self.file && hi == self.hunk;
+                if selected {
+                    selected_at = out.len();
+                }
+                let mark = if h.accepted { "[✓]" } else { "[✗]" };
+                let cursor = if selected && self.stage == Stage::Pending { "▶" } else { " " };
+                let style = if selected && focused { theme.focus } else { theme.muted };
+                out.push(Line::from(vec![
+                    Span::styled(format!("{cursor}{mark} "), style),
+                    Span::styled(h.header.clone(), theme.muted),
+                ]));
+                let body: String = h.lines.iter().map(|l| format!("{}\n", l.get(1..).unwrap_or(""))).collect();
+                let highlighted = highlight(&body, lang, theme);
+                let (mut old_n, mut new_n) = (h.old_start, h.new_start);
+                for (line, spans) in h.lines.iter().zip(highlighted) {
+                    let sign = line.chars().next().unwrap_or(' ');
+                    let (nums, sign_style) = match sign {
+                        '-' => {
+                            old_n += 1;
+                            (format!("{:>4}      ", old_n - 1), theme.diff_removed)
+                        }
+                        '+' => {
+                            new_n += 1;
+                            (format!("     {:>4} ", new_n - 1), theme.diff_added)
+                        }
+                        _ => {
+                            old_n += 1;
+                            new_n += 1;
+                            (format!("{:>4} {:>4} ", old_n - 1, new_n - 1), theme.muted)
+                        }
+                    };
+                    let dim = !h.accepted && sign != ' ';
+                    let mut row = vec![
+                        Span::styled(nums, theme.muted),
+                        Span::styled(sign.to_string(), sign_style),
+                    ];
+                    for s in spans {
+                        let st = if dim {
+                            theme.muted.add_modifier(Modifier::CROSSED_OUT)
+                        } else if sign == ' ' {
+                            s.style
+                        } else {
+                            sign_style
+                        };
+                        row.push(Span::styled(s.content, st));
+                    }
+                    let mut l = Line::from(row);
+                    if width > 0 {
+                        l = truncate(l, width);
+                    }
+                    out.push(l);
+                }
+            }
+        }
+        (out, selected_at)
+    }
+
+    pub fn render(&self, area: Rect, buf: &mut Buffer, theme: &Theme, focused: bool) {
+        let (lines, selected_at) = self.display_lines(area.width as usize, theme, focused);
+        let h = area.height as usize;
+        // Keep the selected hunk in view, a couple of lines from the top.
+        let top = selected_at.saturating_sub(2).min(lines.len().saturating_sub(h));
+        let end = (top + h).min(lines.len());
+        Paragraph::new(lines[top..end].to_vec()).render(area, buf);
+    }
+}
+
+/// Cut a line to `width` columns (diff lines are not wrapped: columns stay aligned).
+fn truncate(line: Line<'static>, width: usize) -> Line<'static> {
+    use unicode_width::UnicodeWidthStr;
+    let mut used = 0;
+    let mut spans = Vec::new();
+    for s in line.spans {
+        let w = s.content.width();
+        if used + w <= width {
+            used += w;
+            spans.push(s);
+            continue;
+        }
+        let mut cut = String::new();
+        for ch in s.content.chars() {
+            let cw = unicode_width::UnicodeWidthChar::width(ch).unwrap_or(0);
+            if used + cw > width {
+                break;
+            }
+            used += cw;
+            cut.push(ch);
+        }
+        spans.push(Span::styled(cut, s.style));
+        break;
+    }
+    Line::from(spans)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DIFF: &str = "--- a/x.py\n+++ b/x.py\n@@ -1,4 +1,4 @@\n a\n-b\n+B\n c\n d\n@@ -10,3 +10,3 @@\n j\n-k\n+K\n l\n--- /dev/null\n+++ b/new.py\n@@ -0,0 +1,1 @@\n+hello\n";
+
+    #[test]
+    fn parses_files_and_hunks_and_moves_across_them() {
+        let mut v = DiffView::new(DIFF);
+        assert_eq!(v.files.len(), 2);
+        assert_eq!(v.files[1].path, "new.py");
+        assert_eq!(v.hunk_count(), 3);
+        v.step_hunk(true);
+        v.step_hunk(true);
+        assert_eq!((v.file, v.hunk), (1, 0));
+        v.step_hunk(true);
+        assert_eq!((v.file, v.hunk), (1, 0));
+        v.step_file(false);
+        assert_eq!(v.set_current(false), Some((0, 0)));
+        assert_eq!(v.accepted_count(), 2);
+    }
+}
