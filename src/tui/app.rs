@@ -522,27 +522,32 @@ impl App {
         ]
     }
 
-    fn status_bar(&self) -> Line<'static> {
+    /// The narrow layout's status: two lines, every figure with its unit.
+    fn status_bar(&self) -> Vec<Line<'static>> {
         let st = &self.status.stats;
         let t = &self.theme;
         let fig = |v: f64, d: usize| if v > 0.0 { format!("{v:.d$}") } else { "—".into() };
         let model = if self.status.model.is_empty() { "—".to_string() } else { self.status.model.clone() };
-        Line::from(vec![
-            Span::styled(format!(" {model}"), t.status.add_modifier(Modifier::BOLD)),
-            Span::styled(format!(" · {}", self.state_text()), t.status),
-            Span::styled(
+        vec![
+            Line::from(vec![
+                Span::styled(format!(" {model}"), t.status.add_modifier(Modifier::BOLD)),
+                Span::styled(format!(" · {}", self.state_text()), t.status),
+                Span::styled(
+                    format!(" · ctx {}/{} tokens · kv {} MB · mem {} MB", st.context_used, st.context_size, fig(st.kv_bytes as f64 / (1u64 << 20) as f64, 0), fig(st.rss_mb, 0)),
+                    t.muted,
+                ),
+            ]),
+            Line::from(Span::styled(
                 format!(
-                    " · ttft {} ms · decode {} tok/s · cached {} · ctx {}/{} · {} MB",
+                    " ttft {} ms · prefill {} tok/s · decode {} tok/s · cached {} tokens",
                     fig(st.ttft_ms, 0),
+                    fig(st.prefill_tps, 1),
                     fig(st.decode_tps, 1),
-                    st.reused_tokens,
-                    st.context_used,
-                    st.context_size,
-                    fig(st.rss_mb, 0)
+                    if st.reused_tokens > 0 { st.reused_tokens.to_string() } else { "—".into() },
                 ),
                 t.muted,
-            ),
-        ])
+            )),
+        ]
     }
 
     pub fn render(&mut self, frame: &mut Frame) {
@@ -556,13 +561,13 @@ impl App {
         let (main, side) = if wide {
             let cols = Layout::default()
                 .direction(Direction::Horizontal)
-                .constraints([Constraint::Min(40), Constraint::Length(SIDE_WIDTH)])
+                .constraints([Constraint::Min(40), Constraint::Length(SIDE_WIDTH.max(area.width * 2 / 5))])
                 .split(area);
             (cols[0], Some(cols[1]))
         } else {
             (area, None)
         };
-        let status_h = if wide { 0 } else { 1 };
+        let status_h = if wide { 0 } else { 2 };
         let rows = Layout::default()
             .direction(Direction::Vertical)
             .constraints([

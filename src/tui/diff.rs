@@ -231,12 +231,23 @@ impl DiffView {
     }
 
     pub fn render(&self, area: Rect, buf: &mut Buffer, theme: &Theme, focused: bool) {
-        let (lines, selected_at) = self.display_lines(area.width as usize, theme, focused);
-        let h = area.height as usize;
-        // Keep the selected hunk in view, a couple of lines from the top.
+        let (mut lines, selected_at) = self.display_lines(area.width as usize, theme, focused);
+        if lines.is_empty() || area.height == 0 {
+            return;
+        }
+        // The review line stays on top; the rest scrolls to keep the selected hunk in
+        // view, a line below the top.
+        let head = lines.remove(0);
+        Paragraph::new(head).render(Rect { height: 1, ..area }, buf);
+        let body = Rect {
+            y: area.y + 1,
+            height: area.height - 1,
+            ..area
+        };
+        let h = body.height as usize;
         let top = selected_at.saturating_sub(2).min(lines.len().saturating_sub(h));
         let end = (top + h).min(lines.len());
-        Paragraph::new(lines[top..end].to_vec()).render(area, buf);
+        Paragraph::new(lines[top..end].to_vec()).render(body, buf);
     }
 }
 
