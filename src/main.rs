@@ -133,6 +133,10 @@ struct GenerateArgs {
     /// One JSON line: text, tokens, stop reason and stats.
     #[arg(long)]
     json: bool,
+    /// Decode one token per forward, without prompt-lookup speculation (the output is
+    /// the same; this is for measuring it).
+    #[arg(long)]
+    no_spec: bool,
 }
 
 #[derive(Args)]
@@ -392,6 +396,7 @@ fn generate(config: &Config, args: GenerateArgs) -> Result<ExitCode> {
         sampling,
         stop_strings: args.stop.clone(),
         ignore_eos: false,
+        speculate: !args.no_spec,
     };
     let mut gen = engine.generate(request);
     let mut stdout = std::io::stdout().lock();
@@ -421,6 +426,8 @@ fn generate(config: &Config, args: GenerateArgs) -> Result<ExitCode> {
                             "decode_tps": stats.decode_tps,
                             "kv_bytes": stats.kv_bytes,
                             "rss_mb": stats.rss_mb,
+                            "draft_tokens": stats.draft_tokens,
+                            "accepted_tokens": stats.accepted_tokens,
                         }
                     });
                     writeln!(stdout, "{line}")?;

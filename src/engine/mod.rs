@@ -18,6 +18,7 @@ pub mod model;
 pub mod prefix_cache;
 pub mod sampler;
 pub mod scripted;
+pub mod speculation;
 pub mod stats;
 pub mod template;
 pub mod tokenizer;
@@ -45,6 +46,9 @@ pub const DEFAULT_CTX: usize = 8192;
 /// Prompt tokens evaluated per step of prefill: cancellation and progress are checked
 /// between steps.
 const PREFILL_STEP: usize = 256;
+
+/// Most draft tokens verified per forward in prompt-lookup speculation.
+const MAX_DRAFT: usize = 8;
 
 #[derive(Debug, thiserror::Error, Clone, PartialEq)]
 pub enum EngineError {
@@ -181,6 +185,9 @@ pub struct GenerateRequest {
     pub stop_strings: Vec<String>,
     /// Keep going past end-of-generation tokens (benchmarks).
     pub ignore_eos: bool,
+    /// Prompt-lookup speculation when decoding greedily (the output is the same either
+    /// way; off only to measure it).
+    pub speculate: bool,
 }
 
 impl GenerateRequest {
@@ -191,6 +198,7 @@ impl GenerateRequest {
             sampling: SamplingParams::greedy(),
             stop_strings: Vec::new(),
             ignore_eos: false,
+            speculate: true,
         }
     }
 }
@@ -632,17 +640,29 @@ impl EngineThread {
         let mut logits = logits.expect("checkout leaves at least one token");
 
         let mut sampler = Sampler::new(req.sampling.clone());
+        // Speculation must not change the output: only for plain greedy decoding, where
+        // the batched verification picks exactly the tokens one-by-one decoding would.
+        let speculate = req.speculate
+            && req.sampling.is_greedy()
+            && (req.sampling.repeat_penalty - 1.0).abs() < f32::EPSILON;
         let mut history = prompt.clone();
         let mut generated = Vec::new();
         let mut text = String::new();
         let mut utf8 = Utf8Stream::default();
         let mut decode_start = Instant::now();
+        // Accepted draft tokens: already in the KV cache, to be emitted in order.
+        let mut ready: std::collections::VecDeque<u32> = Default::default();
         let stop = loop {
             if cancel.is_cancelled() {
                 break StopReason::Cancelled;
             }
-            let mut row = logits.to_vec1::<f32>()?;
-            let token = sampler.sample(&mut row, &history);
+            let (token, in_cache) = match ready.pop_front() {
+                Some(t) => (t, true),
+                None => {
+                    let mut row = logits.to_vec1::<f32>()?;
+                    (sampler.sample(&mut row, &history), false)
+                }
+            };
             if generated.is_empty() {
                 stats.ttft_ms = start.elapsed().as_secs_f64() * 1000.0;
                 decode_start = Instant::now();
@@ -674,7 +694,40 @@ impl EngineThread {
             if generated.len() >= req.max_tokens || cache.len() + 1 >= info.ctx {
                 break StopReason::Length;
             }
-            logits = model.forward(&[token], &mut cache, Logits::Last)?;
+            if in_cache {
+                // `logits` already holds the row after the last accepted draft token.
+                continue;
+            }
+            let room = info.ctx.saturating_sub(cache.len() + 2);
+            let left = req.max_tokens - generated.len();
+            let draft = if speculate {
+                speculation::prompt_lookup(&history, MAX_DRAFT.min(room).min(left))
+            } else {
+                Vec::new()
+            };
+            if draft.is_empty() {
+                logits = model.forward(&[token], &mut cache, Logits::Last)?;
+                continue;
+            }
+            // Verify the draft in one batched forward: row i predicts the token after
+            // input i. Accept the drafts the model itself would have picked.
+            let mut input = Vec::with_capacity(draft.len() + 1);
+            input.push(token);
+            input.extend_from_slice(&draft);
+            let rows = model.forward(&input, &mut cache, Logits::All)?; // (k+1, n_vocab)
+            let mut accepted = 0;
+            while accepted < draft.len() {
+                let row = rows.get(accepted)?.to_vec1::<f32>()?;
+                if sampler::argmax(&row) != draft[accepted] {
+                    break;
+                }
+                accepted += 1;
+            }
+            cache.truncate(cache.len() - (draft.len() - accepted));
+            stats.draft_tokens += draft.len();
+            stats.accepted_tokens += accepted;
+            ready.extend(&draft[..accepted]);
+            logits = rows.get(accepted)?;
         };
         if stop != StopReason::StopString {
             text.push_str(&utf8.finish());

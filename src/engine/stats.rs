@@ -18,6 +18,11 @@ pub struct GenStats {
     pub kv_bytes: u64,
     /// Resident memory of the process, MiB.
     pub rss_mb: f64,
+    /// Prompt-lookup speculation: tokens drafted, and those the model accepted.
+    #[serde(default)]
+    pub draft_tokens: usize,
+    #[serde(default)]
+    pub accepted_tokens: usize,
 }
 
 /// Resident set size now, in MiB.
