@@ -597,3 +597,50 @@ async fn switching_models_keeps_the_conversation() {
     let Prompt::Chat(m) = &t[1].prompt else { panic!() };
     assert_eq!(m.len(), 4, "system, first, one, second");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_docstring_examples_go_back_to_the_model() {
+    let prompt = "def double(x):\n    \"\"\"Twice x.\n    >>> double(2)\n    4\n    \"\"\"\n";
+    let wrong = "def double(x):\n    \"\"\"Twice x.\n    >>> double(2)\n    4\n    \"\"\"\n    return x + 1\n";
+    let right = "def double(x):\n    \"\"\"Twice x.\n    >>> double(2)\n    4\n    \"\"\"\n    return 2 * x\n";
+    let mut s = Session::start(
+        &[("solution.py", prompt)],
+        Script::new([format!("```python\n{wrong}```\n"), format!("```python\n{right}```\n"), "never".into()]),
+        Policy::Edits,
+        |_| {},
+    );
+    let ev = s.turn("Implement double in solution.py").await;
+    assert_eq!(end(&ev), TurnEnd::Answered);
+    assert!(s.prompt(1).contains("docstring examples in solution.py fail"), "{}", s.prompt(1));
+    assert!(s.prompt(1).contains("Expected:"), "{}", s.prompt(1));
+    assert_eq!(s.read("solution.py"), right);
+    assert_eq!(s.requests(), 2, "passing examples end the turn");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_system_prompt_carries_a_repo_map_ranked_by_the_question() {
+    let mut s = Session::start(
+        &[
+            ("src/config.py", "class Config:\n    def load(self, path: str) -> dict:\n        pass\n"),
+            ("src/server.go", "package main\n\nfunc Serve(addr string) error { return nil }\n"),
+            ("web/app.ts", "export function render(root: Element): void {}\n"),
+            ("lib/core.rs", "pub fn parse_args(args: &[String]) -> Options { todo!() }\n"),
+            ("README.md", "# demo\n"),
+        ],
+        Script::new(["ok"]),
+        Policy::Edits,
+        |_| {},
+    );
+    s.turn("Where is Serve defined?").await;
+    let t = s.transcript.lock().unwrap();
+    let Prompt::Chat(m) = &t[0].prompt else { panic!() };
+    let system = &m[0].content;
+    let map = system.split("Repository map").nth(1).expect("a repo map");
+    assert!(map.contains("src/server.go\n  func Serve(addr string) error"), "{system}");
+    assert!(map.contains("def load(self, path: str) -> dict"), "{system}");
+    assert!(map.contains("pub fn parse_args(args: &[String]) -> Options"), "{system}");
+    assert!(map.contains("function render(root: Element): void"), "{system}");
+    // The file the question names comes first.
+    assert_eq!(map.lines().nth(1), Some("src/server.go"), "{map}");
+    assert!(system.contains("Other files:\nREADME.md"), "{system}");
+}

@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 use regex::Regex;
 
 use crate::engine::template::ChatMessage;
-use crate::tools::files;
+use crate::tools::{files, repomap};
 use crate::tools::workspace::Workspace;
 
 /// A prompt by name: the user's `prompts/NAME.md` in the config dir when present, else
@@ -60,20 +60,44 @@ pub fn floor_boundary(s: &str, mut at: usize) -> usize {
     at
 }
 
-/// The system message: prompt, AGENTS.md, and an overview of the repository's files
-/// (at most `max_files`), which helps a small model name paths that exist.
-pub fn system_message(ws: &Workspace, max_files: usize) -> String {
+/// The system message: prompt, AGENTS.md, and the repo map (definitions of the files
+/// most relevant to `first_message`, within `map_tokens`), then the names of other files
+/// while they fit. Built once per conversation, so it stays a cached prefix.
+pub fn system_message(
+    ws: &Workspace,
+    first_message: &str,
+    map_tokens: usize,
+    count_tokens: &dyn Fn(&str) -> usize,
+) -> String {
     let mut s = prompt("agent").trim_end().to_string();
     if let Some(agents) = agents_md(ws, 2000) {
         s.push_str("\n\nThe repository's instructions (AGENTS.md):\n");
         s.push_str(agents.trim_end());
     }
-    if let Ok((list, more)) = files::list(ws, None, max_files) {
-        if !list.is_empty() {
-            s.push_str("\n\nFiles in the repository:\n");
-            s.push_str(&list.join("\n"));
-            if more > 0 {
-                s.push_str(&format!("\n[{more} more files; LIST a folder to see them]"));
+    let scanned = repomap::scan(ws);
+    let map = repomap::render(&scanned, first_message, map_tokens, count_tokens);
+    if !map.is_empty() {
+        s.push_str("\n\nRepository map (files and their definitions):\n");
+        s.push_str(map.trim_end());
+    }
+    let mapped: std::collections::HashSet<&str> = scanned.iter().map(|f| f.path.as_str()).collect();
+    if let Ok((list, _)) = files::list(ws, None, 2000) {
+        let others: Vec<&String> = list.iter().filter(|f| !mapped.contains(f.as_str())).collect();
+        let mut shown = Vec::new();
+        let mut used = 0;
+        for f in &others {
+            let c = count_tokens(f) + 1;
+            if used + c > map_tokens / 4 {
+                break;
+            }
+            used += c;
+            shown.push(f.as_str());
+        }
+        if !shown.is_empty() {
+            s.push_str("\n\nOther files:\n");
+            s.push_str(&shown.join("\n"));
+            if shown.len() < others.len() {
+                s.push_str(&format!("\n[{} more; LIST a folder to see them]", others.len() - shown.len()));
             }
         }
     }

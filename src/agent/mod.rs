@@ -79,6 +79,11 @@ pub struct AgentOptions {
     pub command_timeout: Duration,
     /// Most new tokens per reply.
     pub max_reply_tokens: usize,
+    /// Tokens of the repo map in the system message.
+    pub map_tokens: usize,
+    /// After an applied edit to a Python file with docstring examples (`>>>`), run them
+    /// (`python3 -m doctest`, sandboxed, short timeout) and send failures back.
+    pub verify_examples: bool,
     /// Turns a `/model` argument into a model to load (the catalog's rules; the
     /// scripted engine takes any name).
     pub resolve_model: fn(&str) -> Result<ModelSource, String>,
@@ -110,6 +115,8 @@ impl AgentOptions {
             resume: false,
             command_timeout: Duration::from_secs(120),
             max_reply_tokens: 2048,
+            map_tokens: 400,
+            verify_examples: true,
             resolve_model: resolve_in_catalog,
         }
     }
@@ -235,7 +242,6 @@ impl Agent {
         ops: UnboundedReceiver<Op>,
         events: UnboundedSender<Event>,
     ) -> Self {
-        let system = context::system_message(&opts.workspace, 60);
         let journal = opts.state_dir.as_deref().map(Journal::new);
         Self {
             engine,
@@ -244,7 +250,7 @@ impl Agent {
             queued: VecDeque::new(),
             info: None,
             loading: None,
-            system,
+            system: String::new(),
             messages: Vec::new(),
             history: None,
             journal,
@@ -653,6 +659,15 @@ impl Agent {
             };
             self.emit(Event::TurnDone { reason });
             return;
+        }
+        if self.system.is_empty() || self.messages.is_empty() {
+            let info = self.info.clone().expect("model loaded");
+            self.system = context::system_message(
+                &self.opts.workspace,
+                &text,
+                self.opts.map_tokens,
+                &|t| info.count_tokens(t),
+            );
         }
         let message = self.compose_user_message(&text);
         self.push_message("user", message);
@@ -1095,10 +1110,12 @@ impl Agent {
             }
         }
         let mut applied_any = false;
+        let mut applied_files: Vec<String> = Vec::new();
         if !changes.is_empty() {
             match self.propose(changes).await {
                 Ok(Some(outcome)) => {
                     applied_any = outcome.applied;
+                    applied_files = outcome.files;
                     results.push(outcome.message);
                     needs_reply |= outcome.needs_reply;
                 }
@@ -1111,6 +1128,19 @@ impl Agent {
             match self.command(&c).await {
                 Ok((out, _)) => results.push(out),
                 Err(flow) => return flow,
+            }
+        }
+        if applied_any && self.opts.verify_examples {
+            for file in applied_files.iter().filter(|f| f.ends_with(".py")) {
+                if let Some(failures) = self.check_examples(file).await {
+                    if *fix_attempts < self.opts.max_fix_attempts {
+                        *fix_attempts += 1;
+                        needs_reply = true;
+                        results.push(format!(
+                            "The docstring examples in {file} fail:\n{failures}\nFix the code so that they pass, and write the whole file again."
+                        ));
+                    }
+                }
             }
         }
         if applied_any {
@@ -1160,6 +1190,7 @@ impl Agent {
             Err(e) => {
                 return Ok(Some(ProposalOutcome {
                     applied: false,
+                    files: Vec::new(),
                     needs_reply: true,
                     message: format!("The edit could not be made: {e}"),
                 }))
@@ -1168,6 +1199,7 @@ impl Agent {
         if proposal.is_empty() {
             return Ok(Some(ProposalOutcome {
                 applied: false,
+                files: Vec::new(),
                 needs_reply: false,
                 message: "The edit changes nothing.".into(),
             }));
@@ -1184,6 +1216,7 @@ impl Agent {
                 });
                 return Ok(Some(ProposalOutcome {
                     applied: false,
+                    files: Vec::new(),
                     needs_reply: false,
                     message: "The edit was shown to the user but not written (approval policy).".into(),
                 }));
@@ -1219,6 +1252,7 @@ impl Agent {
             self.emit(Event::EditDenied { reason: "every hunk was rejected".into() });
             return Ok(Some(ProposalOutcome {
                 applied: false,
+                files: Vec::new(),
                 needs_reply: false,
                 message: "The user rejected the edit.".into(),
             }));
@@ -1251,17 +1285,49 @@ impl Agent {
                 } else {
                     format!("Applied {accepted} of {total} hunks to {}; the user rejected the others.", files.join(", "))
                 };
-                Ok(Some(ProposalOutcome { applied: true, needs_reply: false, message }))
+                Ok(Some(ProposalOutcome { applied: true, files, needs_reply: false, message }))
             }
             Err(e) => {
                 self.emit(Event::EditDenied { reason: e.to_string() });
                 Ok(Some(ProposalOutcome {
                     applied: false,
+                    files: Vec::new(),
                     needs_reply: true,
                     message: format!("The edit could not be applied: {e}"),
                 }))
             }
         }
+    }
+
+    /// Run a Python file's docstring examples, sandboxed: the failure report, or None
+    /// when they pass (or there are none, or no sandbox to run them in safely).
+    async fn check_examples(&mut self, file: &str) -> Option<String> {
+        let abs = self.opts.workspace.resolve(file).ok()?;
+        let text = std::fs::read_to_string(&abs).ok()?;
+        if !text.lines().any(|l| l.trim_start().starts_with(">>> ")) {
+            return None;
+        }
+        // Unapproved code runs only where the sandbox keeps it inside the repository.
+        if shell::landlock_abi() == 0 && self.opts.policy != Policy::All {
+            return None;
+        }
+        let id = self.id();
+        let command = format!("python3 -m doctest -o NORMALIZE_WHITESPACE {file}");
+        self.emit(Event::Action { id, name: "check".into(), detail: format!("docstring examples of {file}") });
+        let opts = ShellOptions {
+            root: self.opts.workspace.root().to_path_buf(),
+            timeout: Duration::from_secs(10),
+            max_output: 2_000,
+            sandbox: true,
+        };
+        let r = shell::run(&command, &opts, std::future::pending()).await.ok()?;
+        let ok = r.success();
+        self.emit(Event::ActionResult {
+            id,
+            ok,
+            summary: if ok { "the examples pass".into() } else { format!("the examples fail ({})", r.status_line()) },
+        });
+        (!ok).then(|| r.output.trim_end().to_string())
     }
 
     /// Run a command under the policy; the text for the model.
@@ -1378,6 +1444,8 @@ impl Agent {
 
 struct ProposalOutcome {
     applied: bool,
+    /// Files written (relative paths).
+    files: Vec<String>,
     needs_reply: bool,
     message: String,
 }
