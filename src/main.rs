@@ -177,6 +177,10 @@ struct BenchArgs {
     /// Context depths, comma-separated.
     #[arg(long = "ctx", value_delimiter = ',', default_values_t = vec![512, 2048, 8192])]
     depths: Vec<usize>,
+    /// Instead: the rewrite scenario, plain vs speculative decoding of a whole-file
+    /// rewrite of this many lines of a real source file.
+    #[arg(long)]
+    rewrite: Option<usize>,
     #[arg(long)]
     json: bool,
 }
@@ -473,6 +477,9 @@ fn run_bench(config: &Config, args: BenchArgs) -> Result<ExitCode> {
             depths.push(d);
         }
     }
+    if args.rewrite.is_some() {
+        depths = vec![8192.min(limit.saturating_sub(bench::WARM_EXTRA + bench::DECODE_TOKENS + 1))];
+    }
     let Some(ctx) = depths.iter().map(|&d| bench::positions_needed(d)).max() else {
         bail!("no depth fits the model's context of {limit}; pass smaller --ctx values");
     };
@@ -485,6 +492,20 @@ fn run_bench(config: &Config, args: BenchArgs) -> Result<ExitCode> {
         "loaded {} in {:.0} ms ({} threads)",
         info.name, info.load_ms, threads
     );
+    if let Some(lines) = args.rewrite {
+        let row = bench::rewrite(&engine, lines, 4096)?;
+        if args.json {
+            println!("{}", serde_json::to_string(&row)?);
+        } else {
+            println!(
+                "rewrite of {} lines: {} tokens; plain {:.1} tok/s, speculative {:.1} tok/s ({:.2}x); {} of {} drafted tokens accepted ({:.0}%); outputs identical: {}",
+                row.file_lines, row.generated_tokens, row.plain_tps, row.speculative_tps, row.speedup,
+                row.accepted, row.drafted, row.acceptance * 100.0, row.identical
+            );
+        }
+        engine.shutdown();
+        return Ok(if row.identical { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+    }
     if !args.json {
         println!(
             "{:>6} {:>12} {:>12} {:>7} {:>12} {:>11} {:>8} {:>7}",

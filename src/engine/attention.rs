@@ -187,6 +187,92 @@ fn scale_f16(y: &mut [f32], v: f32, buf: &mut [f16]) {
     round_f16_slice(&mut y[np..], &mut buf[np..]);
 }
 
+/// Cache length from which few-row attention leaves the f16 emulation for plain f32:
+/// past it llama.cpp splits the keys across threads and combines partial results, so
+/// no single summation order is "its" order any more, and the emulation's per-key f16
+/// rounding costs more than the whole rest of a decode step at depth.
+pub const F32_MIN_KEYS: usize = 512;
+
+/// Attention for a few query rows over a long cache, in f32: per KV head, its keys and
+/// values are converted once (vectorised), then each query head of the group and each
+/// row scores every visible key, takes a softmax, and sums the values. Same inputs and
+/// output layout as `attention_online_f16`.
+pub fn attention_f32(q: &[f32], k: &[f16], v: &[f16], s: AttnShape) -> Vec<f32> {
+    let AttnShape {
+        n_head,
+        n_kv_head,
+        head_dim: hd,
+        seq,
+        pos,
+        capacity,
+    } = s;
+    let (n_rep, scale) = (s.n_rep(), s.scale());
+    let total = pos + seq;
+    // Per KV head: rows (seq) of its n_rep query heads, (n_rep, seq, hd).
+    let per_group: Vec<Vec<f32>> = (0..n_kv_head)
+        .into_par_iter()
+        .map(|g| {
+            let base = g * capacity * hd;
+            let mut kf = vec![0f32; total * hd];
+            let mut vf = vec![0f32; total * hd];
+            k[base..base + total * hd].convert_to_f32_slice(&mut kf);
+            v[base..base + total * hd].convert_to_f32_slice(&mut vf);
+            let mut out = vec![0f32; n_rep * seq * hd];
+            let mut scores = vec![0f32; total];
+            for r in 0..n_rep {
+                let h = g * n_rep + r;
+                for i in 0..seq {
+                    let qr = &q[(h * seq + i) * hd..(h * seq + i + 1) * hd];
+                    let visible = pos + i + 1;
+                    let mut max = f32::NEG_INFINITY;
+                    for (j, sc) in scores[..visible].iter_mut().enumerate() {
+                        *sc = dot8(qr, &kf[j * hd..(j + 1) * hd]) * scale;
+                        max = max.max(*sc);
+                    }
+                    let mut sum = 0f32;
+                    for sc in scores[..visible].iter_mut() {
+                        *sc = (*sc - max).exp();
+                        sum += *sc;
+                    }
+                    let acc = &mut out[(r * seq + i) * hd..(r * seq + i + 1) * hd];
+                    for (j, &p) in scores[..visible].iter().enumerate() {
+                        for (a, &x) in acc.iter_mut().zip(&vf[j * hd..(j + 1) * hd]) {
+                            *a += p * x;
+                        }
+                    }
+                    let inv = 1.0 / sum;
+                    acc.iter_mut().for_each(|a| *a *= inv);
+                }
+            }
+            out
+        })
+        .collect();
+    let mut out = vec![0f32; seq * n_head * hd];
+    for (g, group) in per_group.iter().enumerate() {
+        for r in 0..n_rep {
+            let h = g * n_rep + r;
+            for i in 0..seq {
+                out[(i * n_head + h) * hd..(i * n_head + h + 1) * hd]
+                    .copy_from_slice(&group[(r * seq + i) * hd..(r * seq + i + 1) * hd]);
+            }
+        }
+    }
+    out
+}
+
+/// A dot product in 8 independent lanes (vectorises), then their sum.
+fn dot8(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ac.remainder().iter().zip(bc.remainder()).map(|(x, y)| x * y).sum();
+    for (x, y) in ac.zip(bc) {
+        for l in 0..8 {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
 /// Keys per tile in the tiled path.
 const KV_TILE: usize = 64;
 
@@ -345,6 +431,22 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn the_f32_path_matches_plain_softmax_attention() {
+        let s = AttnShape { n_head: 4, n_kv_head: 2, head_dim: 20, seq: 3, pos: 5, capacity: 12 };
+        let wave =
+            |n: usize, f: f32| -> Vec<f32> { (0..n).map(|i| ((i as f32) * f).sin()).collect() };
+        let q = wave(s.n_head * s.seq * s.head_dim, 0.37);
+        let k: Vec<f16> = wave(s.n_kv_head * s.capacity * s.head_dim, 0.11).into_iter().map(f16::from_f32).collect();
+        let v: Vec<f16> = wave(s.n_kv_head * s.capacity * s.head_dim, 0.23).into_iter().map(f16::from_f32).collect();
+        let want = reference(&q, &k, &v, s);
+        let got = attention_f32(&q, &k, &v, s);
+        assert_eq!(got.len(), want.len());
+        for (a, b) in want.iter().zip(&got) {
+            assert!((a - b).abs() < 1e-4, "{a} vs {b}");
+        }
     }
 
     #[test]

@@ -46,6 +46,9 @@ pub fn run_depth(
         let mut req = GenerateRequest::new(Prompt::Tokens(tokens), max_tokens);
         req.sampling = SamplingParams::greedy();
         req.ignore_eos = true;
+        // Plain decoding, as llama-bench's tg measures it: the repeated prompt would
+        // make prompt lookup look better than any real text.
+        req.speculate = false;
         engine.generate_blocking(req)
     };
     engine.clear_cache();
@@ -65,5 +68,58 @@ pub fn run_depth(
         rss_mb: super::stats::peak_rss_mb(),
         kv_mb: decode.stats.kv_bytes as f64 / (1024.0 * 1024.0),
         threads,
+    })
+}
+
+/// The rewrite scenario: a whole-file rewrite of a real source file with a one-line
+/// change, decoded plainly and with prompt-lookup speculation, side by side.
+#[derive(Debug, Clone, Serialize)]
+pub struct RewriteRow {
+    pub file_lines: usize,
+    pub generated_tokens: usize,
+    pub plain_tps: f64,
+    pub speculative_tps: f64,
+    pub speedup: f64,
+    pub drafted: usize,
+    pub accepted: usize,
+    pub acceptance: f64,
+    /// The two outputs are the same token for token.
+    pub identical: bool,
+}
+
+/// A real file of this repository (the engine's model code), its first `lines` lines.
+pub fn rewrite_prompt(lines: usize) -> (String, usize) {
+    let text: Vec<&str> = include_str!("model.rs").lines().take(lines).collect();
+    let n = text.len();
+    let prompt = format!(
+        "Here is a Rust file:\n\n```rust\n{}\n```\n\nRewrite the whole file with one change: rename the constant `PREFILL_CHUNK` to `CHUNK_TOKENS` where it is defined. Output the complete file in one code block.",
+        text.join("\n")
+    );
+    (prompt, n)
+}
+
+pub fn rewrite(engine: &EngineHandle, lines: usize, max_tokens: usize) -> Result<RewriteRow, EngineError> {
+    let (prompt, file_lines) = rewrite_prompt(lines);
+    let run = |speculate: bool| {
+        engine.clear_cache();
+        let mut req = GenerateRequest::new(
+            Prompt::Chat(vec![super::template::ChatMessage::new("user", prompt.clone())]),
+            max_tokens,
+        );
+        req.speculate = speculate;
+        engine.generate_blocking(req)
+    };
+    let plain = run(false)?;
+    let spec = run(true)?;
+    Ok(RewriteRow {
+        file_lines,
+        generated_tokens: spec.tokens.len(),
+        plain_tps: plain.stats.decode_tps,
+        speculative_tps: spec.stats.decode_tps,
+        speedup: spec.stats.decode_tps / plain.stats.decode_tps.max(1e-9),
+        drafted: spec.stats.draft_tokens,
+        accepted: spec.stats.accepted_tokens,
+        acceptance: spec.stats.accepted_tokens as f64 / spec.stats.draft_tokens.max(1) as f64,
+        identical: plain.tokens == spec.tokens,
     })
 }

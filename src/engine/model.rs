@@ -10,7 +10,9 @@ use std::sync::Arc;
 use candle_core::quantized::{GgmlDType, QMatMul, QStorage, QTensor};
 use candle_core::{DType, Device, Module, Result, Tensor};
 
-use super::attention::{attention_online_f16, attention_tiled, AttnShape, TILED_MIN_ROWS};
+use super::attention::{
+    attention_f32, attention_online_f16, attention_tiled, AttnShape, F32_MIN_KEYS, TILED_MIN_ROWS,
+};
 use super::gguf::{GgufFile, Hparams};
 use super::kernels;
 use super::kv_cache::KvCache;
@@ -259,12 +261,15 @@ impl Model {
                 pos,
                 capacity: cache.capacity(),
             };
-            // (seq, n_head * hd), llama.cpp's path for this many query rows.
+            // (seq, n_head * hd), llama.cpp's path for this many query rows; a few rows
+            // over a long cache take the plain f32 path (see `F32_MIN_KEYS`).
             let y = cache.with_layer(li, |k, v| {
-                if seq < TILED_MIN_ROWS {
-                    attention_online_f16(&q, k, v, shape)
-                } else {
+                if seq >= TILED_MIN_ROWS {
                     attention_tiled(&q, k, v, shape)
+                } else if pos + seq >= F32_MIN_KEYS {
+                    attention_f32(&q, k, v, shape)
+                } else {
+                    attention_online_f16(&q, k, v, shape)
                 }
             })?;
             let y = Tensor::from_vec(y, (seq, n_head * hd), &Device::Cpu)?;
