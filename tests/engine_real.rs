@@ -346,3 +346,23 @@ async fn the_agents_second_turn_reuses_the_first_turns_prefix() {
     // first reply comes from the cache.
     assert!(reused[1].0 + 40 > reused[0].1, "{reused:?}");
 }
+
+#[test]
+fn speculative_decoding_gives_exactly_the_plain_greedy_tokens() {
+    let (engine, _info) = engine("tiny");
+    let text = "def area(width, height):\n    return width * height\n\n\ndef perimeter(width, height):\n    return 2 * (width + height)\n";
+    let prompt = format!("Copy this code exactly:\n\n```python\n{text}```\n");
+    let run = |speculate: bool| {
+        let mut req = GenerateRequest::new(
+            Prompt::Chat(vec![lcode::engine::template::ChatMessage::new("user", prompt.clone())]),
+            120,
+        );
+        req.speculate = speculate;
+        engine.generate_blocking(req).unwrap()
+    };
+    let plain = run(false);
+    let spec = run(true);
+    assert_eq!(plain.tokens, spec.tokens, "speculation changed the output");
+    assert_eq!(plain.stats.draft_tokens, 0);
+    assert!(spec.stats.draft_tokens > 0 && spec.stats.accepted_tokens > 0, "{:?}", spec.stats);
+}

@@ -253,7 +253,7 @@ mod tests {
 
     #[test]
     fn a_block_with_every_definition_is_the_whole_file() {
-        let block = "def a(x):\n    return x\n\ndef b():\n    return 3\n";
+        let block = "import os\n\ndef a(x):\n    return x\n\ndef b():\n    return 3\n";
         assert_eq!(
             merge(Some(FILE), block, "python").unwrap(),
             Merged::Whole(block.into())
