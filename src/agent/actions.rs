@@ -179,7 +179,25 @@ pub fn parse(reply: &str) -> Parsed {
                     .map(|(_, ext)| ext.to_lowercase())
                     .unwrap_or_default();
             }
-            if path.is_none() && SHELL_LANGS.contains(&lang.as_str()) {
+            let tool_lines: Vec<&str> = body
+                .iter()
+                .copied()
+                .filter(|l| !l.trim().is_empty())
+                .collect();
+            if path.is_none()
+                && !tool_lines.is_empty()
+                && tool_lines.iter().all(|l| tool_line().is_match(l))
+            {
+                // `READ x` put in a code block: still a tool call, not a program named READ.
+                for l in tool_lines {
+                    if let Some(c) = tool_line().captures(l) {
+                        match tool_action(&c[1], &c[2]) {
+                            Ok(a) => parsed.actions.push(a),
+                            Err(m) => parsed.malformed.push(m),
+                        }
+                    }
+                }
+            } else if path.is_none() && SHELL_LANGS.contains(&lang.as_str()) {
                 let script: Vec<&str> = body
                     .iter()
                     .map(|l| l.trim_start().strip_prefix("$ ").unwrap_or(l))
@@ -270,6 +288,18 @@ mod tests {
                 Action::Command("cargo test".into()),
                 Action::Command("ls".into())
             ]
+        );
+    }
+
+    #[test]
+    fn tool_lines_in_a_code_block_are_still_tool_lines() {
+        let p = parse("```sh\nREAD solution.py\n```\n");
+        assert_eq!(
+            p.actions,
+            vec![Action::Read {
+                path: "solution.py".into(),
+                range: None
+            }]
         );
     }
 

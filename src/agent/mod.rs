@@ -969,6 +969,17 @@ impl Agent {
             match action {
                 Action::Read { path, range } => {
                     needs_reply = true;
+                    // A small model asks again for a file it was just shown: say so
+                    // rather than paste it twice.
+                    let fixed = self.fix_path(&path);
+                    let unchanged = range.is_none()
+                        && self.seen.get(&fixed).is_some_and(|saw| {
+                            self.opts.workspace.resolve(&fixed).ok().and_then(|a| std::fs::read(a).ok()).as_ref() == Some(saw)
+                        });
+                    if unchanged {
+                        results.push(format!("{fixed} is already shown above and has not changed; use it."));
+                        continue;
+                    }
                     let id = self.id();
                     self.emit(Event::Action {
                         id,

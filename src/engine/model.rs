@@ -261,15 +261,30 @@ impl Model {
                 pos,
                 capacity: cache.capacity(),
             };
-            // (seq, n_head * hd), llama.cpp's path for this many query rows; a few rows
-            // over a long cache take the plain f32 path (see `F32_MIN_KEYS`).
+            // (seq, n_head * hd), llama.cpp's path for this many query rows. A row that
+            // sees `F32_MIN_KEYS` keys or more takes the plain f32 path; the choice is
+            // per row, so a speculative chunk computes each row exactly as decoding that
+            // token alone would.
             let y = cache.with_layer(li, |k, v| {
                 if seq >= TILED_MIN_ROWS {
-                    attention_tiled(&q, k, v, shape)
-                } else if pos + seq >= F32_MIN_KEYS {
+                    return attention_tiled(&q, k, v, shape);
+                }
+                let split = F32_MIN_KEYS.saturating_sub(pos + 1).min(seq);
+                if split == seq {
+                    attention_online_f16(&q, k, v, shape)
+                } else if split == 0 {
                     attention_f32(&q, k, v, shape)
                 } else {
-                    attention_online_f16(&q, k, v, shape)
+                    let rows = |from: usize, to: usize| -> Vec<f32> {
+                        // q is (n_head, seq, hd): take rows from..to of every head.
+                        (0..n_head)
+                            .flat_map(|h| q[(h * seq + from) * hd..(h * seq + to) * hd].iter().copied())
+                            .collect()
+                    };
+                    let part = |from: usize, to: usize| AttnShape { seq: to - from, pos: pos + from, ..shape };
+                    let mut y = attention_online_f16(&rows(0, split), k, v, part(0, split));
+                    y.extend(attention_f32(&rows(split, seq), k, v, part(split, seq)));
+                    y
                 }
             })?;
             let y = Tensor::from_vec(y, (seq, n_head * hd), &Device::Cpu)?;
