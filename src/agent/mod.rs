@@ -584,6 +584,7 @@ impl Agent {
     fn compose_user_message(&mut self, text: &str) -> String {
         let files = self.repo_files();
         let mut msg = text.trim_end().to_string();
+        let mut files_shown = String::new();
         for note in std::mem::take(&mut self.pending_notes) {
             msg.push_str("\n\n");
             msg.push_str(&note);
@@ -637,11 +638,17 @@ impl Agent {
                 continue;
             }
             if let Ok(block) = self.show_file(&path, None) {
-                msg.push_str("\n\n");
-                msg.push_str(&block);
+                files_shown.push_str(&block);
+                files_shown.push('\n');
             }
         }
-        msg
+        // The files first, then the request: the order small models are trained on, and
+        // it keeps them from asking to READ what they were just given.
+        if files_shown.is_empty() {
+            msg
+        } else {
+            format!("{files_shown}{msg}")
+        }
     }
 
     async fn turn(&mut self, text: String) {
