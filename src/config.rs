@@ -50,6 +50,11 @@ pub struct Config {
     pub approval: Option<String>,
     /// The repository's test command, run after applied edits.
     pub test_cmd: Option<String>,
+    /// Capture the mouse (wheel scrolls the chat); off by default, so that the
+    /// terminal's own selection and copy keep working.
+    pub mouse: Option<bool>,
+    /// Key bindings, action = "key"; patched again by `keys.toml` beside this file.
+    pub keys: Option<std::collections::BTreeMap<String, String>>,
 }
 
 impl Config {

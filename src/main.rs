@@ -680,7 +680,7 @@ fn app(config: &Config, args: AppArgs) -> Result<ExitCode> {
     let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
     let theme_name = args.theme.or_else(|| config.theme.clone()).unwrap_or_else(|| "dark".into());
     let theme = lcode::tui::theme::Theme::load(&theme_name, no_color).map_err(anyhow::Error::msg)?;
-    let keys = lcode::tui::keys::Keys::load().map_err(anyhow::Error::msg)?;
+    let keys = lcode::tui::keys::Keys::load(config.keys.as_ref()).map_err(anyhow::Error::msg)?;
     let policy = match args.approve.or_else(|| config.approval.clone()) {
         Some(p) => p.parse().map_err(|e: String| anyhow::anyhow!(e.replace("use none", "use ask, none")))?,
         None => lcode::agent::Policy::Ask,
@@ -695,6 +695,7 @@ fn app(config: &Config, args: AppArgs) -> Result<ExitCode> {
         theme,
         keys,
         scripted,
+        mouse: config.mouse.unwrap_or(false),
     })?;
     Ok(ExitCode::from(code as u8))
 }

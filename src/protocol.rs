@@ -79,7 +79,11 @@ pub enum EngineState {
 /// Figures for the status panel, from the engine's per-request stats.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct EngineStats {
+    /// The tier (or file name) answering.
     pub model: String,
+    /// The model's own name, from its GGUF metadata.
+    #[serde(default)]
+    pub model_name: String,
     pub ttft_ms: f64,
     pub prefill_tps: f64,
     pub decode_tps: f64,

@@ -15,6 +15,7 @@ fn app(theme: &str) -> App {
     a.on_event(Event::EngineState(EngineState::Idle));
     a.on_event(Event::Stats(EngineStats {
         model: "fast".into(),
+        model_name: "Qwen2.5 Coder 0.5B Instruct".into(),
         context_size: 8192,
         rss_mb: 880.0,
         ..Default::default()
@@ -59,6 +60,7 @@ fn stats() -> Event {
         context_size: 8192,
         kv_bytes: 18 << 20,
         rss_mb: 884.0,
+        ..Default::default()
     })
 }
 

@@ -179,6 +179,10 @@ struct Agent {
     to_attach: Vec<String>,
     /// Output of commands the user ran, attached to the next message.
     pending_notes: Vec<String>,
+    /// How the next reply must begin. Set when a small model asks to READ a file it was
+    /// just shown: its next reply starts inside a code block for that file, which
+    /// breaks the loop such models otherwise fall into.
+    force_prefix: Option<String>,
     allowed_programs: HashSet<String>,
     next_id: u64,
     summarised: bool,
@@ -258,6 +262,7 @@ impl Agent {
             shown_order: Vec::new(),
             to_attach: Vec::new(),
             pending_notes: Vec::new(),
+            force_prefix: None,
             allowed_programs: HashSet::new(),
             next_id: 1,
             summarised: false,
@@ -322,6 +327,7 @@ impl Agent {
                 }
                 self.emit(Event::Stats(EngineStats {
                     model: info.source.label(),
+                    model_name: info.name.clone(),
                     context_size: info.ctx,
                     rss_mb: crate::engine::stats::rss_mb(),
                     ..Default::default()
@@ -805,14 +811,28 @@ impl Agent {
             ));
             return Err(Flow::Answered);
         }
-        let request = GenerateRequest::new(Prompt::Chat(all), self.opts.max_reply_tokens.min(room));
+        // A forced start of the reply (see `force_prefix`): the engine is in-process, so
+        // the reply can begin with tokens the model did not choose.
+        let prefix = self.force_prefix.take().unwrap_or_default();
+        let prompt = if prefix.is_empty() {
+            Prompt::Chat(all)
+        } else {
+            match info.render_chat(&all, true) {
+                Ok(rendered) => Prompt::Raw(rendered + &prefix),
+                Err(_) => Prompt::Chat(all),
+            }
+        };
+        let request = GenerateRequest::new(prompt, self.opts.max_reply_tokens.min(room));
         let mut gen = self.engine.generate(request);
-        let mut text = String::new();
-        let mut line_start = 0;
-        let mut in_fence = false;
+        let mut text = prefix.clone();
+        if !prefix.is_empty() {
+            self.emit(Event::Text { delta: prefix.clone() });
+        }
+        let mut line_start = text.len();
+        let mut in_fence = prefix.contains("```");
         let mut stopped_at: Option<usize> = None;
         let mut tools_end: Option<usize> = None;
-        let mut emitted = 0usize;
+        let mut emitted = text.len();
         let mut interrupted = false;
         let mut shutdown = false;
         let mut started = false;
@@ -862,6 +882,7 @@ impl Agent {
                     Some(EngineEvent::Done { stats, .. }) => {
                         self.emit(Event::Stats(EngineStats {
                             model: info.source.label(),
+                            model_name: info.name.clone(),
                             ttft_ms: stats.ttft_ms,
                             prefill_tps: stats.prefill_tps,
                             decode_tps: stats.decode_tps,
@@ -984,7 +1005,18 @@ impl Agent {
                             self.opts.workspace.resolve(&fixed).ok().and_then(|a| std::fs::read(a).ok()).as_ref() == Some(saw)
                         });
                     if unchanged {
-                        results.push(format!("{fixed} is already shown above and has not changed; use it."));
+                        results.push(format!(
+                            "{fixed} is already shown above and has not changed. Write the whole new {fixed} now."
+                        ));
+                        let lang = match fixed.rsplit_once('.').map(|(_, e)| e) {
+                            Some("py") => "python",
+                            Some("rs") => "rust",
+                            Some("js") => "javascript",
+                            Some("ts") => "typescript",
+                            Some(other) => other,
+                            None => "",
+                        };
+                        self.force_prefix = Some(format!("{fixed}\n```{lang}\n"));
                         continue;
                     }
                     let id = self.id();

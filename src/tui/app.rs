@@ -36,6 +36,8 @@ pub struct Status {
     /// A model being fetched (first use), with progress.
     pub fetching: Option<(String, f32)>,
     pub stats: EngineStats,
+    /// The answering model's own name (GGUF metadata).
+    pub model_name: String,
     pub sandbox: bool,
 }
 
@@ -185,6 +187,9 @@ impl App {
                     self.status.loading = None;
                     self.status.stats.context_size = s.context_size;
                     self.status.stats.rss_mb = s.rss_mb;
+                }
+                if !s.model_name.is_empty() {
+                    self.status.model_name = s.model_name.clone();
                 }
                 self.status.model = s.model;
             }
@@ -360,6 +365,11 @@ impl App {
         ops
     }
 
+    /// The mouse wheel scrolls the chat (only when the user turned mouse capture on).
+    pub fn on_scroll(&mut self, up: bool) {
+        self.chat.scroll_by(if up { 3 } else { -3 });
+    }
+
     fn diff_key(&mut self, key: &KeyEvent) -> Option<Op> {
         let k = &self.keys;
         let diff = self.diff.as_mut()?;
@@ -499,7 +509,11 @@ impl App {
                 Span::styled(format!(" {unit}"), t.muted),
             ])
         };
-        let model = if self.status.model.is_empty() { "—".to_string() } else { self.status.model.clone() };
+        let model = match (self.status.model.as_str(), self.status.model_name.as_str()) {
+            ("", _) => "—".to_string(),
+            (tier, "") => tier.to_string(),
+            (tier, name) => format!("{tier} · {name}"),
+        };
         let ctx_used = st.context_used;
         let ctx_size = st.context_size.max(1);
         let bar_w = width.saturating_sub(24).clamp(4, 20);

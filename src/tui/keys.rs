@@ -105,27 +105,35 @@ impl Keys {
         Self { bound }
     }
 
-    /// Defaults patched by `keys.toml` in the config dir (a table of action = "key").
-    pub fn load() -> Result<Self, String> {
+    /// Defaults patched by the config's `[keys]` table, then by `keys.toml` in the config
+    /// dir (each a table of action = "key").
+    pub fn load(from_config: Option<&BTreeMap<String, String>>) -> Result<Self, String> {
         let mut keys = Self::defaults();
+        if let Some(table) = from_config {
+            keys.patch(table, &crate::config::Config::path().display().to_string())?;
+        }
         let path = crate::config::config_dir().join("keys.toml");
         let Ok(text) = std::fs::read_to_string(&path) else {
             return Ok(keys);
         };
         let table: BTreeMap<String, String> = toml::from_str(&text)
             .map_err(|e| format!("{}: {}; fix or remove the file", path.display(), e.message()))?;
+        keys.patch(&table, &path.display().to_string())?;
+        Ok(keys)
+    }
+
+    fn patch(&mut self, table: &BTreeMap<String, String>, origin: &str) -> Result<(), String> {
         for (action, key) in table {
-            if !keys.bound.contains_key(&action) {
+            if !self.bound.contains_key(action) {
                 return Err(format!(
-                    "{}: no action `{action}`; the actions are {}",
-                    path.display(),
+                    "{origin}: no action `{action}`; the actions are {}",
                     DEFAULTS.iter().map(|d| d.0).collect::<Vec<_>>().join(", ")
                 ));
             }
-            let spec = KeySpec::parse(&key).map_err(|e| format!("{}: {e}", path.display()))?;
-            keys.bound.insert(action, (spec, key));
+            let spec = KeySpec::parse(key).map_err(|e| format!("{origin}: {e}"))?;
+            self.bound.insert(action.clone(), (spec, key.clone()));
         }
-        Ok(keys)
+        Ok(())
     }
 
     pub fn is(&self, action: &str, ev: &KeyEvent) -> bool {
@@ -152,7 +160,13 @@ mod tests {
         assert!(a.matches(&KeyEvent::new(KeyCode::Char('A'), KeyModifiers::NONE)));
         assert_eq!(KeySpec::parse("f1").unwrap().code, KeyCode::F(1));
         assert!(KeySpec::parse("hyper-x").is_err());
-        let keys = Keys::defaults();
+        let mut keys = Keys::defaults();
         assert!(keys.is("tier_fast", &KeyEvent::new(KeyCode::Char('2'), KeyModifiers::ALT)));
+        let table = BTreeMap::from([("tier_fast".to_string(), "f6".to_string())]);
+        keys.patch(&table, "test").unwrap();
+        assert!(keys.is("tier_fast", &KeyEvent::new(KeyCode::F(6), KeyModifiers::NONE)));
+        assert!(keys.is("cycle_tier", &KeyEvent::new(KeyCode::Char('t'), KeyModifiers::CONTROL)));
+        let bad = BTreeMap::from([("fly".to_string(), "f6".to_string())]);
+        assert!(keys.patch(&bad, "test").unwrap_err().contains("no action `fly`"));
     }
 }

@@ -47,12 +47,15 @@ pub struct TuiOptions {
     pub theme: theme::Theme,
     pub keys: keys::Keys,
     pub scripted: bool,
+    /// Capture the mouse (the config's `mouse = true`).
+    pub mouse: bool,
 }
 
 fn restore_terminal() {
     let _ = disable_raw_mode();
     let _ = execute!(
         stdout(),
+        crossterm::event::DisableMouseCapture,
         DisableBracketedPaste,
         LeaveAlternateScreen,
         crossterm::cursor::Show
@@ -63,10 +66,14 @@ fn restore_terminal() {
 struct TerminalGuard;
 
 impl TerminalGuard {
-    fn enter() -> std::io::Result<Self> {
+    fn enter(mouse: bool) -> std::io::Result<Self> {
         enable_raw_mode()?;
-        // Mouse capture stays off: terminal selection and copy keep working.
         execute!(stdout(), EnterAlternateScreen, EnableBracketedPaste)?;
+        // Mouse capture only when asked for: it takes the terminal's own selection and
+        // copy away.
+        if mouse {
+            execute!(stdout(), crossterm::event::EnableMouseCapture)?;
+        }
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
             restore_terminal();
@@ -97,7 +104,7 @@ pub fn run(opts: TuiOptions) -> Result<i32> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let _guard = TerminalGuard::enter()?;
+    let _guard = TerminalGuard::enter(opts.mouse)?;
     let result = rt.block_on(event_loop(opts));
     drop(_guard);
     rt.shutdown_timeout(Duration::from_secs(1));
@@ -173,6 +180,11 @@ async fn event_loop(opts: TuiOptions) -> Result<i32> {
                         }
                     }
                     Some(Ok(TermEvent::Paste(text))) => app.on_paste(&text),
+                    Some(Ok(TermEvent::Mouse(m))) => match m.kind {
+                        crossterm::event::MouseEventKind::ScrollUp => app.on_scroll(true),
+                        crossterm::event::MouseEventKind::ScrollDown => app.on_scroll(false),
+                        _ => {}
+                    },
                     Some(Ok(TermEvent::Resize(_, _))) => { terminal.autoresize()?; }
                     Some(Ok(_)) => {}
                     Some(Err(e)) => anyhow::bail!("terminal input: {e}"),
