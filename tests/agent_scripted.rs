@@ -644,3 +644,28 @@ async fn the_system_prompt_carries_a_repo_map_ranked_by_the_question() {
     assert_eq!(map.lines().nth(1), Some("src/server.go"), "{map}");
     assert!(system.contains("Other files:\nREADME.md"), "{system}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_of_a_file_just_shown_forces_a_code_block_for_it() {
+    let mut s = Session::start(
+        &[("app.py", APP)],
+        Script::new([
+            "```sh\nREAD app.py\n```\n",
+            // The continuation after the forced start `app.py\n```python\n`.
+            "def f():\n    return 5\n\n\ndef g():\n    return 2\n```\n",
+        ]),
+        Policy::Edits,
+        |_| {},
+    );
+    let ev = s.turn("make f in app.py return 5").await;
+    assert_eq!(end(&ev), TurnEnd::Answered);
+    let t = s.transcript.lock().unwrap();
+    match &t[1].prompt {
+        Prompt::Raw(text) => assert!(text.ends_with("app.py\n```python\n"), "{text}"),
+        other => panic!("a forced start needs a raw prompt: {other:?}"),
+    }
+    drop(t);
+    assert!(s.prompt(0).contains("app.py"));
+    assert_eq!(s.read("app.py"), "def f():\n    return 5\n\n\ndef g():\n    return 2\n");
+    assert!(text(&ev).contains("app.py\n```python\ndef f():\n    return 5"));
+}
