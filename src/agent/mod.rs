@@ -586,6 +586,14 @@ impl Agent {
         Ok(context::file_block(&label, &r.text, r.note.as_deref()))
     }
 
+    /// Was `path` shown to the model, and is it on disk still as the model saw it?
+    fn shown_unchanged(&self, path: &str) -> bool {
+        self.seen.get(path).is_some_and(|saw| {
+            let now = self.opts.workspace.resolve(path).ok().and_then(|a| std::fs::read(a).ok());
+            now.as_ref() == Some(saw)
+        })
+    }
+
     /// The user's message with the files it mentions and the code its errors point at.
     fn compose_user_message(&mut self, text: &str) -> String {
         let files = self.repo_files();
@@ -631,16 +639,7 @@ impl Agent {
         }
         for path in attach {
             // A file already shown and unchanged need not be shown again.
-            let unchanged = self.seen.get(&path).is_some_and(|b| {
-                self.opts
-                    .workspace
-                    .resolve(&path)
-                    .ok()
-                    .and_then(|a| std::fs::read(a).ok())
-                    .as_ref()
-                    == Some(b)
-            });
-            if unchanged {
+            if self.shown_unchanged(&path) {
                 continue;
             }
             if let Ok(block) = self.show_file(&path, None) {
@@ -985,6 +984,32 @@ impl Agent {
         path.to_string()
     }
 
+    /// Run a read-only tool with its `action` and `action_result` events; the text for
+    /// the model (the output, or what went wrong).
+    fn tool(
+        &mut self,
+        name: &str,
+        detail: &str,
+        run: impl FnOnce(&mut Self) -> Result<(String, String), String>,
+    ) -> String {
+        let id = self.id();
+        self.emit(Event::Action {
+            id,
+            name: name.into(),
+            detail: detail.into(),
+        });
+        match run(self) {
+            Ok((text, summary)) => {
+                self.emit(Event::ActionResult { id, ok: true, summary });
+                text
+            }
+            Err(e) => {
+                self.emit(Event::ActionResult { id, ok: false, summary: e.clone() });
+                format!("{} {detail} failed: {e}", name.to_uppercase())
+            }
+        }
+    }
+
     /// Carry out a reply's actions; say what goes back to the model.
     async fn act(&mut self, reply: &str, retries: &mut usize, fix_attempts: &mut usize) -> Flow {
         let parsed = actions::parse(reply);
@@ -1000,11 +1025,7 @@ impl Agent {
                     // A small model asks again for a file it was just shown: say so
                     // rather than paste it twice.
                     let fixed = self.fix_path(&path);
-                    let unchanged = range.is_none()
-                        && self.seen.get(&fixed).is_some_and(|saw| {
-                            self.opts.workspace.resolve(&fixed).ok().and_then(|a| std::fs::read(a).ok()).as_ref() == Some(saw)
-                        });
-                    if unchanged {
+                    if range.is_none() && self.shown_unchanged(&fixed) {
                         results.push(format!(
                             "{fixed} is already shown above and has not changed. Write the whole new {fixed} now."
                         ));
@@ -1019,96 +1040,40 @@ impl Agent {
                         self.force_prefix = Some(format!("{fixed}\n```{lang}\n"));
                         continue;
                     }
-                    let id = self.id();
-                    self.emit(Event::Action {
-                        id,
-                        name: "read".into(),
-                        detail: path.clone(),
+                    let text = self.tool("read", &path, |me| {
+                        me.show_file(&path, range).map(|block| (block, format!("read {path}")))
                     });
-                    match self.show_file(&path, range) {
-                        Ok(block) => {
-                            self.emit(Event::ActionResult {
-                                id,
-                                ok: true,
-                                summary: format!("read {path}"),
-                            });
-                            results.push(block);
-                        }
-                        Err(e) => {
-                            self.emit(Event::ActionResult {
-                                id,
-                                ok: false,
-                                summary: e.clone(),
-                            });
-                            results.push(format!("READ {path} failed: {e}"));
-                        }
-                    }
+                    results.push(text);
                 }
                 Action::Search(pattern) => {
                     needs_reply = true;
-                    let id = self.id();
-                    self.emit(Event::Action {
-                        id,
-                        name: "search".into(),
-                        detail: pattern.clone(),
+                    let text = self.tool("search", &pattern, |me| {
+                        let (found, more) = files::search(&me.opts.workspace, &pattern, SEARCH_LIMIT)
+                            .map_err(|e| e.to_string())?;
+                        let mut s = format!("SEARCH {pattern}: {} matches\n", found.len() + more);
+                        for m in &found {
+                            s.push_str(&format!("{}:{}: {}\n", m.path, m.line, m.text.trim()));
+                        }
+                        if more > 0 {
+                            s.push_str(&format!("[{more} more matches not shown; search for something narrower]\n"));
+                        }
+                        Ok((s, format!("{} matches", found.len() + more)))
                     });
-                    match files::search(&self.opts.workspace, &pattern, SEARCH_LIMIT) {
-                        Ok((found, more)) => {
-                            let mut s = format!("SEARCH {pattern}: {} matches\n", found.len() + more);
-                            for m in &found {
-                                s.push_str(&format!("{}:{}: {}\n", m.path, m.line, m.text.trim()));
-                            }
-                            if more > 0 {
-                                s.push_str(&format!("[{more} more matches not shown; search for something narrower]\n"));
-                            }
-                            self.emit(Event::ActionResult {
-                                id,
-                                ok: true,
-                                summary: format!("{} matches", found.len() + more),
-                            });
-                            results.push(s);
-                        }
-                        Err(e) => {
-                            self.emit(Event::ActionResult {
-                                id,
-                                ok: false,
-                                summary: e.to_string(),
-                            });
-                            results.push(format!("SEARCH {pattern} failed: {e}"));
-                        }
-                    }
+                    results.push(text);
                 }
                 Action::List(dir) => {
                     needs_reply = true;
-                    let id = self.id();
                     let shown = dir.clone().unwrap_or_else(|| ".".into());
-                    self.emit(Event::Action {
-                        id,
-                        name: "list".into(),
-                        detail: shown.clone(),
+                    let text = self.tool("list", &shown, |me| {
+                        let (list, more) = files::list(&me.opts.workspace, dir.as_deref(), LIST_LIMIT)
+                            .map_err(|e| e.to_string())?;
+                        let mut s = format!("LIST {shown}: {} files\n{}\n", list.len() + more, list.join("\n"));
+                        if more > 0 {
+                            s.push_str(&format!("[{more} more files; list a subfolder]\n"));
+                        }
+                        Ok((s, format!("{} files", list.len() + more)))
                     });
-                    match files::list(&self.opts.workspace, dir.as_deref(), LIST_LIMIT) {
-                        Ok((list, more)) => {
-                            let mut s = format!("LIST {shown}: {} files\n{}\n", list.len() + more, list.join("\n"));
-                            if more > 0 {
-                                s.push_str(&format!("[{more} more files; list a subfolder]\n"));
-                            }
-                            self.emit(Event::ActionResult {
-                                id,
-                                ok: true,
-                                summary: format!("{} files", list.len() + more),
-                            });
-                            results.push(s);
-                        }
-                        Err(e) => {
-                            self.emit(Event::ActionResult {
-                                id,
-                                ok: false,
-                                summary: e.to_string(),
-                            });
-                            results.push(format!("LIST {shown} failed: {e}"));
-                        }
-                    }
+                    results.push(text);
                 }
                 Action::Command(c) => commands.push(c),
                 Action::Edit {
