@@ -97,6 +97,8 @@ impl Session {
         let t = self.transcript.lock().unwrap();
         match &t[i].prompt {
             Prompt::Chat(m) => m.last().unwrap().content.clone(),
+            // A reply with a forced start: the rendered conversation plus that start.
+            Prompt::Raw(text) => text.clone(),
             other => panic!("a chat prompt, not {other:?}"),
         }
     }
@@ -532,6 +534,8 @@ async fn a_pasted_traceback_brings_the_code_it_points_at() {
     let p = s.prompt(0);
     assert!(p.contains("src/calc.py:2 (from `/srv/app/src/calc.py`)"), "{p}");
     assert!(p.contains(">   2 |     return a / b"), "{p}");
+    // The answer begins by naming the innermost frame, in the repository's terms.
+    assert!(p.ends_with("The error is at `src/calc.py` line 2: "), "{p}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

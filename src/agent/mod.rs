@@ -629,11 +629,15 @@ impl Agent {
                     ok: true,
                     summary: format!("quoted {} locations", refs.len().min(6)),
                 });
-                // The innermost frame's file is the likeliest to need the fix.
-                if let Some(last) = refs.last() {
-                    if !attach.contains(&last.path) {
-                        attach.push(last.path.clone());
+                // The innermost code frame is the likeliest to need the fix: its file is
+                // attached, and the answer starts by naming it (a small model asked to
+                // name the file and line often does not; the engine is in-process, so
+                // the reply can be made to begin there).
+                if let Some(p) = pasted::primary(text, &refs) {
+                    if !attach.contains(&p.path) {
+                        attach.push(p.path.clone());
                     }
+                    self.force_prefix = Some(format!("The error is at `{}` line {}: ", p.path, p.line));
                 }
             }
         }

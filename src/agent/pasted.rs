@@ -116,6 +116,23 @@ pub fn references(ws: &Workspace, text: &str, files: &[String]) -> Vec<Reference
     found.into_iter().map(|(_, r)| r).collect()
 }
 
+/// The reference most likely to need the fix: the innermost frame (last in a Python
+/// traceback, first in the stacks of the other languages and in compiler errors),
+/// preferring code over tests.
+pub fn primary<'a>(text: &str, refs: &'a [Reference]) -> Option<&'a Reference> {
+    let is_test = |r: &&Reference| {
+        let p = r.path.to_lowercase();
+        p.contains("test") || p.contains("spec")
+    };
+    let code: Vec<&Reference> = refs.iter().filter(|r| !is_test(r)).collect();
+    let pool: Vec<&Reference> = if code.is_empty() { refs.iter().collect() } else { code };
+    if text.contains("Traceback (most recent call last)") {
+        pool.last().copied()
+    } else {
+        pool.first().copied()
+    }
+}
+
 /// The referenced lines with `context` lines either side, numbered, one block per
 /// reference, at most `max` references.
 pub fn quote(ws: &Workspace, refs: &[Reference], context: usize, max: usize) -> String {
@@ -208,6 +225,17 @@ mod tests {
                 "{text}"
             );
         }
+    }
+
+    #[test]
+    fn the_primary_reference_is_the_innermost_code_frame() {
+        let (_d, ws, files) = repo();
+        let tb = "Traceback (most recent call last):\n  File \"/x/lib/app.js\", line 1, in t\n  File \"/app/src/calc.py\", line 2, in div\nZeroDivisionError\n";
+        let refs = references(&ws, tb, &files);
+        assert_eq!(primary(tb, &refs).map(|r| r.path.as_str()), Some("src/calc.py"));
+        let js = "TypeError: x\n    at f (/h/lib/app.js:2:3)\n    at g (/h/web/a.ts:1:1)\n";
+        let refs = references(&ws, js, &files);
+        assert_eq!(primary(js, &refs).map(|r| r.path.as_str()), Some("lib/app.js"));
     }
 
     #[test]
