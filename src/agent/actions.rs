@@ -169,7 +169,15 @@ pub fn parse(reply: &str) -> Parsed {
                 )));
                 break;
             };
-            let body = &lines[i + 1..i + 1 + close];
+            let mut body = &lines[i + 1..i + 1 + close];
+            // A small model sometimes opens a block, writes the path, then opens again:
+            // ```js / lib/cart.js / ```js / code… / ```. The inner fence line is not code.
+            if path.is_none() && body.len() >= 2 && body[1].trim_start().starts_with("```") {
+                if let Some(p) = path_in_line(body[0]) {
+                    path = Some(p);
+                    body = &body[2..];
+                }
+            }
             let mut content = body.join("\n");
             content.push('\n');
             if lang.is_empty() {
@@ -326,6 +334,15 @@ mod tests {
         );
         assert_eq!(p.malformed.len(), 1, "bare READ is malformed");
         assert!(is_tool_line("READ x.py") && !is_tool_line("I read the file"));
+    }
+
+    #[test]
+    fn a_path_and_a_second_fence_inside_a_block_are_understood() {
+        let p = parse("```js\nlib/cart.js\n```js\nfunction f() {}\n```\n");
+        assert_eq!(
+            p.actions,
+            vec![edit(Some("lib/cart.js"), "js", "function f() {}\n")]
+        );
     }
 
     #[test]
