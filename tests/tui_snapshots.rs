@@ -12,6 +12,7 @@ use lcode::tui::theme::Theme;
 fn app(theme: &str) -> App {
     let tiers = ["tiny", "fast", "quality"].iter().map(|t| (t.to_string(), true)).collect();
     let mut a = App::new(Theme::load(theme, false).unwrap(), Keys::defaults(), tiers);
+    a.status.sandbox = true;
     a.on_event(Event::EngineState(EngineState::Idle));
     a.on_event(Event::Stats(EngineStats {
         model: "fast".into(),

@@ -185,9 +185,6 @@ struct Agent {
     force_prefix: Option<String>,
     allowed_programs: HashSet<String>,
     next_id: u64,
-    summarised: bool,
-    well_formed: usize,
-    malformed: usize,
     shutdown: bool,
 }
 
@@ -265,9 +262,6 @@ impl Agent {
             force_prefix: None,
             allowed_programs: HashSet::new(),
             next_id: 1,
-            summarised: false,
-            well_formed: 0,
-            malformed: 0,
             shutdown: false,
             opts,
         }
@@ -426,7 +420,6 @@ impl Agent {
                 self.to_attach.clear();
                 self.allowed_programs.clear();
                 self.history = None;
-                self.summarised = false;
             }
             Op::Resume => self.resume(),
             Op::RunCommand { command } => self.user_command(&command).await,
@@ -752,7 +745,6 @@ impl Agent {
         kept.extend_from_slice(&self.messages[keep_from..]);
         let after = count(&kept);
         self.messages = kept;
-        self.summarised = true;
         if let Some(h) = &self.history {
             h.reset(&self.messages);
         }
@@ -1180,7 +1172,6 @@ impl Agent {
             }
         }
         if !problems.is_empty() {
-            self.malformed += 1;
             self.emit(Event::Malformed { problems: problems.clone() });
             if *retries < MAX_RETRIES {
                 *retries += 1;
@@ -1192,8 +1183,6 @@ impl Agent {
             } else {
                 self.error(format!("the model's reply could not be used: {}", problems.join("; ")));
             }
-        } else if !results.is_empty() {
-            self.well_formed += 1;
         }
         if needs_reply && !results.is_empty() {
             Flow::Continue(format!("[results]\n{}", results.join("\n")))

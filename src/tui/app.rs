@@ -533,6 +533,7 @@ impl App {
             ]),
             row("kv cache", fig(st.kv_bytes as f64 / (1u64 << 20) as f64, 0), "MB"),
             row("memory", fig(st.rss_mb, 0), "MB"),
+            row("sandbox", if self.status.sandbox { "landlock".into() } else { "none".into() }, ""),
         ]
     }
 
@@ -660,7 +661,7 @@ impl App {
         if let Some(side) = side {
             let parts = Layout::default()
                 .direction(Direction::Vertical)
-                .constraints([Constraint::Length(11), Constraint::Min(3)])
+                .constraints([Constraint::Length(12), Constraint::Min(3)])
                 .split(side);
             let b = self.block("model", false);
             let inner = b.inner(parts[0]);
