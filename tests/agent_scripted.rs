@@ -673,3 +673,20 @@ async fn a_read_of_a_file_just_shown_forces_a_code_block_for_it() {
     assert_eq!(s.read("app.py"), "def f():\n    return 5\n\n\ndef g():\n    return 2\n");
     assert!(text(&ev).contains("app.py\n```python\ndef f():\n    return 5"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edit_that_changes_nothing_in_a_fix_loop_is_told_the_tests_still_fail() {
+    let test = "python3 -c 'import app; assert app.f() == 3, \"f() should be 3\"'";
+    let two = edit_reply("app.py", "def f():\n    return 2\n\n\ndef g():\n    return 2\n");
+    let three = edit_reply("app.py", "def f():\n    return 3\n\n\ndef g():\n    return 2\n");
+    let mut s = Session::start(
+        &[("app.py", APP)],
+        Script::new([two.clone(), two, three]),
+        Policy::All,
+        |o| o.test_cmd = Some(test.into()),
+    );
+    let ev = s.turn("make f return 3 in app.py").await;
+    assert_eq!(end(&ev), TurnEnd::Answered);
+    assert!(s.prompt(2).contains("The edit changes nothing. The failures above still stand"), "{}", s.prompt(2));
+    assert!(s.read("app.py").contains("return 3"));
+}

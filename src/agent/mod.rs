@@ -155,6 +155,8 @@ const READ_BUDGET: usize = 12_000;
 const COMMAND_BUDGET: usize = 6_000;
 const SEARCH_LIMIT: usize = 40;
 const LIST_LIMIT: usize = 200;
+/// What the model is told when its edit leaves every file as it was.
+const NO_CHANGE: &str = "The edit changes nothing.";
 /// Malformed or unmatched replies answered with a correction per turn.
 const MAX_RETRIES: usize = 2;
 
@@ -1127,8 +1129,18 @@ impl Agent {
                 Ok(Some(outcome)) => {
                     applied_any = outcome.applied;
                     applied_files = outcome.files;
-                    results.push(outcome.message);
-                    needs_reply |= outcome.needs_reply;
+                    // In a fix loop, an edit that changes nothing leaves the checks
+                    // failing: say so, within the same bound of attempts.
+                    let unchanged_fix = !outcome.applied && !outcome.needs_reply && *fix_attempts > 0
+                        && outcome.message == NO_CHANGE;
+                    if unchanged_fix && *fix_attempts < self.opts.max_fix_attempts {
+                        *fix_attempts += 1;
+                        needs_reply = true;
+                        results.push(format!("{NO_CHANGE} The failures above still stand; change the code to fix them."));
+                    } else {
+                        results.push(outcome.message);
+                        needs_reply |= outcome.needs_reply;
+                    }
                 }
                 Ok(None) => {}
                 Err(flow) => return flow,
@@ -1209,7 +1221,7 @@ impl Agent {
                 applied: false,
                 files: Vec::new(),
                 needs_reply: false,
-                message: "The edit changes nothing.".into(),
+                message: NO_CHANGE.into(),
             }));
         }
         self.emit(Event::EditProposed {
