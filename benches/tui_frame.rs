@@ -6,22 +6,37 @@
 
 use std::time::Instant;
 
-use lcode::protocol::{Event, EngineStats, TurnEnd};
+use lcode::protocol::{EngineStats, Event, TurnEnd};
 use lcode::tui::app::App;
 use lcode::tui::keys::Keys;
 use lcode::tui::theme::Theme;
 
 fn main() {
-    let tiers = ["tiny", "fast", "quality"].iter().map(|t| (t.to_string(), true)).collect();
+    let tiers = ["tiny", "fast", "quality"]
+        .iter()
+        .map(|t| (t.to_string(), true))
+        .collect();
     let mut app = App::new(Theme::load("dark", false).unwrap(), Keys::defaults(), tiers);
-    app.on_event(Event::Stats(EngineStats { model: "fast".into(), context_size: 8192, ..Default::default() }));
+    app.on_event(Event::Stats(EngineStats {
+        model: "fast".into(),
+        context_size: 8192,
+        ..Default::default()
+    }));
     for i in 0..250 {
-        app.chat.push(lcode::tui::chat::CellKind::User(format!("question {i}: why does the parser fail on nested lists?")));
-        app.on_event(Event::Action { id: i, name: "read".into(), detail: "src/parser.rs".into() });
+        app.chat.push(lcode::tui::chat::CellKind::User(format!(
+            "question {i}: why does the parser fail on nested lists?"
+        )));
+        app.on_event(Event::Action {
+            id: i,
+            name: "read".into(),
+            detail: "src/parser.rs".into(),
+        });
         app.on_event(Event::Text {
             delta: format!("The parser in `src/parser.rs` **fails** because of recursion depth {i}.\n\n- first, the lexer\n- then the parser\n\n```rust\nfn parse(input: &str) -> Result<Ast> {{\n    let tokens = lex(input)?;\n    Parser::new(tokens).parse()\n}}\n```\nThat is the fix.\n"),
         });
-        app.on_event(Event::TurnDone { reason: TurnEnd::Answered });
+        app.on_event(Event::TurnDone {
+            reason: TurnEnd::Answered,
+        });
     }
     let backend = ratatui::backend::TestBackend::new(200, 50);
     let mut term = ratatui::Terminal::new(backend).unwrap();
@@ -31,7 +46,9 @@ fn main() {
     let mut times = Vec::new();
     for i in 0..200 {
         // A streaming reply changes the last cell every frame, as in a live turn.
-        app.on_event(Event::Text { delta: format!("token{i} ") });
+        app.on_event(Event::Text {
+            delta: format!("token{i} "),
+        });
         let t = Instant::now();
         term.draw(|f| app.render(f)).unwrap();
         times.push(t.elapsed().as_secs_f64() * 1000.0);

@@ -169,9 +169,9 @@ impl Printer {
                 }
             }
             Event::Action { name, detail, .. } => self.line(&format!("→ {name} {detail}"))?,
-            Event::ActionResult { ok: false, summary, .. } => {
-                self.line(&format!("  ✗ {summary}"))?
-            }
+            Event::ActionResult {
+                ok: false, summary, ..
+            } => self.line(&format!("  ✗ {summary}"))?,
             Event::ActionResult { .. } => {}
             Event::EditProposed { diff, .. } => {
                 self.line("")?;
@@ -179,7 +179,9 @@ impl Printer {
                 o.write_all(diff.as_bytes())?;
                 self.at_line_start = diff.ends_with('\n') || diff.is_empty();
             }
-            Event::EditApplied { files } => self.line(&format!("✓ applied: {}", files.join(", ")))?,
+            Event::EditApplied { files } => {
+                self.line(&format!("✓ applied: {}", files.join(", ")))?
+            }
             Event::EditDenied { reason } => self.line(&format!("✗ edit not applied: {reason}"))?,
             Event::EditUndone { files } => self.line(&format!("↶ undone: {}", files.join(", ")))?,
             Event::Command { command, .. } => self.line(&format!("$ {command}"))?,
@@ -199,9 +201,7 @@ impl Printer {
                 tokens_before,
                 tokens_after,
                 ..
-            } => eprintln!(
-                "[older turns summarised: {tokens_before} → {tokens_after} tokens]"
-            ),
+            } => eprintln!("[older turns summarised: {tokens_before} → {tokens_after} tokens]"),
             Event::Error { message } => eprintln!("lcode: {message}"),
             Event::EngineState(EngineState::Loading { model, fraction }) => {
                 if !self.loading_shown {

@@ -305,7 +305,9 @@ fn exec(config: &Config, args: ExecArgs) -> Result<ExitCode> {
         Some("-") => read_stdin()?,
         Some(t) => t.to_string(),
         None if args.resume => String::new(),
-        None => bail!("give a task: lcode exec \"fix the failing test\" (or - to read it from stdin)"),
+        None => {
+            bail!("give a task: lcode exec \"fix the failing test\" (or - to read it from stdin)")
+        }
     };
     if task.trim().is_empty() && !args.resume {
         bail!("the task is empty; write what lcode should do");
@@ -504,7 +506,11 @@ fn run_bench(config: &Config, args: BenchArgs) -> Result<ExitCode> {
             );
         }
         engine.shutdown();
-        return Ok(if row.identical { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+        return Ok(if row.identical {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        });
     }
     if !args.json {
         println!(
@@ -678,11 +684,17 @@ fn app(config: &Config, args: AppArgs) -> Result<ExitCode> {
         init_threads(&args.model, config);
     }
     let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
-    let theme_name = args.theme.or_else(|| config.theme.clone()).unwrap_or_else(|| "dark".into());
-    let theme = lcode::tui::theme::Theme::load(&theme_name, no_color).map_err(anyhow::Error::msg)?;
+    let theme_name = args
+        .theme
+        .or_else(|| config.theme.clone())
+        .unwrap_or_else(|| "dark".into());
+    let theme =
+        lcode::tui::theme::Theme::load(&theme_name, no_color).map_err(anyhow::Error::msg)?;
     let keys = lcode::tui::keys::Keys::load(config.keys.as_ref()).map_err(anyhow::Error::msg)?;
     let policy = match args.approve.or_else(|| config.approval.clone()) {
-        Some(p) => p.parse().map_err(|e: String| anyhow::anyhow!(e.replace("use none", "use ask, none")))?,
+        Some(p) => p
+            .parse()
+            .map_err(|e: String| anyhow::anyhow!(e.replace("use none", "use ask, none")))?,
         None => lcode::agent::Policy::Ask,
     };
     let code = lcode::tui::run(lcode::tui::TuiOptions {

@@ -86,9 +86,7 @@ impl Session {
     }
 
     async fn turn(&mut self, text: &str) -> Vec<Event> {
-        self.ops
-            .send(Op::UserTurn { text: text.into() })
-            .unwrap();
+        self.ops.send(Op::UserTurn { text: text.into() }).unwrap();
         self.until(|e| matches!(e, Event::TurnDone { .. })).await
     }
 
@@ -155,9 +153,21 @@ async fn read_search_and_list_feed_the_model_and_stop_it_at_the_tool_line() {
     assert_eq!(s.requests(), 4);
     // The reply stopped at the tool line: the invented rest never reached the user.
     assert!(!text(&ev).contains("invented"), "{}", text(&ev));
-    assert!(s.prompt(1).contains("src/app.py\n```py\ndef f():"), "{}", s.prompt(1));
-    assert!(s.prompt(2).contains("src/app.py:5: def g():"), "{}", s.prompt(2));
-    assert!(s.prompt(3).contains("LIST src: 1 files\nsrc/app.py"), "{}", s.prompt(3));
+    assert!(
+        s.prompt(1).contains("src/app.py\n```py\ndef f():"),
+        "{}",
+        s.prompt(1)
+    );
+    assert!(
+        s.prompt(2).contains("src/app.py:5: def g():"),
+        "{}",
+        s.prompt(2)
+    );
+    assert!(
+        s.prompt(3).contains("LIST src: 1 files\nsrc/app.py"),
+        "{}",
+        s.prompt(3)
+    );
     let names: Vec<&str> = ev
         .iter()
         .filter_map(|e| match e {
@@ -192,7 +202,11 @@ async fn paths_outside_the_repository_are_refused_with_a_message_to_the_model() 
     assert!(r[0].1.contains("outside the repository"), "{r:?}");
     assert!(r[2].1.contains("symlink"), "{r:?}");
     assert!(!s.prompt(1).contains("s3cret"));
-    assert!(s.prompt(2).contains("outside the repository"), "{}", s.prompt(2));
+    assert!(
+        s.prompt(2).contains("outside the repository"),
+        "{}",
+        s.prompt(2)
+    );
     assert!(!s.dir.path().parent().unwrap().join("evil.py").exists());
     assert_eq!(end(&ev), TurnEnd::Answered);
 }
@@ -206,12 +220,17 @@ async fn approve_none_shows_the_proposal_and_writes_nothing() {
     let new = "def f():\n    return 10\n\n\ndef g():\n    return 2\n";
     let mut s = Session::start(
         &[("app.py", APP)],
-        Script::new([edit_reply("app.py", new) + "```sh\nrm -rf /\n```\n", "ok".into()]),
+        Script::new([
+            edit_reply("app.py", new) + "```sh\nrm -rf /\n```\n",
+            "ok".into(),
+        ]),
         Policy::None,
         |_| {},
     );
     let ev = s.turn("make f return 10 in app.py").await;
-    assert!(ev.iter().any(|e| matches!(e, Event::EditProposed { diff, .. } if diff.contains("+    return 10"))));
+    assert!(ev
+        .iter()
+        .any(|e| matches!(e, Event::EditProposed { diff, .. } if diff.contains("+    return 10"))));
     assert!(ev.iter().any(|e| matches!(e, Event::EditDenied { .. })));
     assert!(ev.iter().any(|e| matches!(e, Event::CommandOutput { output, exit_code: None, .. } if output.contains("does not allow"))));
     assert_eq!(s.read("app.py"), APP);
@@ -224,7 +243,10 @@ async fn approve_edits_writes_and_denies_commands() {
     let new = "def f():\n    return 10\n\n\ndef g():\n    return 2\n";
     let mut s = Session::start(
         &[("app.py", APP)],
-        Script::new([edit_reply("app.py", new) + "```sh\ntouch ran.txt\n```\n", "done".into()]),
+        Script::new([
+            edit_reply("app.py", new) + "```sh\ntouch ran.txt\n```\n",
+            "done".into(),
+        ]),
         Policy::Edits,
         |_| {},
     );
@@ -232,7 +254,11 @@ async fn approve_edits_writes_and_denies_commands() {
     assert_eq!(end(&ev), TurnEnd::Answered);
     assert_eq!(s.read("app.py"), new);
     assert!(!s.path("ran.txt").exists());
-    assert!(s.prompt(1).contains("does not allow commands"), "{}", s.prompt(1));
+    assert!(
+        s.prompt(1).contains("does not allow commands"),
+        "{}",
+        s.prompt(1)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -310,21 +336,38 @@ async fn ask_mode_applies_only_the_accepted_hunks_and_undo_restores_the_bytes() 
         Policy::Ask,
         |_| {},
     );
-    s.ops.send(Op::UserTurn { text: "edit notes.txt".into() }).unwrap();
+    s.ops
+        .send(Op::UserTurn {
+            text: "edit notes.txt".into(),
+        })
+        .unwrap();
     let ev = s.until(|e| matches!(e, Event::EditProposed { .. })).await;
     match ev.last() {
         Some(Event::EditProposed { hunks, .. }) => assert_eq!(hunks, &vec![3]),
         other => panic!("{other:?}"),
     }
-    s.ops.send(Op::SetHunk { file: 0, hunk: 1, accepted: false }).unwrap();
+    s.ops
+        .send(Op::SetHunk {
+            file: 0,
+            hunk: 1,
+            accepted: false,
+        })
+        .unwrap();
     s.ops.send(Op::Apply).unwrap();
     let ev = s.until(|e| matches!(e, Event::TurnDone { .. })).await;
     assert!(ev.iter().any(|e| matches!(e, Event::EditApplied { .. })));
-    let want = old.replace("line 2\n", "line two\n").replace("line 28\n", "line twenty-eight\n");
+    let want = old
+        .replace("line 2\n", "line two\n")
+        .replace("line 28\n", "line twenty-eight\n");
     assert_eq!(s.read("notes.txt"), want);
     s.ops.send(Op::Undo).unwrap();
-    let ev = s.until(|e| matches!(e, Event::EditUndone { .. } | Event::Error { .. })).await;
-    assert!(matches!(ev.last(), Some(Event::EditUndone { .. })), "{ev:?}");
+    let ev = s
+        .until(|e| matches!(e, Event::EditUndone { .. } | Event::Error { .. }))
+        .await;
+    assert!(
+        matches!(ev.last(), Some(Event::EditUndone { .. })),
+        "{ev:?}"
+    );
     assert_eq!(s.read("notes.txt"), old);
 }
 
@@ -337,14 +380,20 @@ async fn a_file_changed_behind_the_agents_back_is_never_clobbered() {
         Policy::Ask,
         |_| {},
     );
-    s.ops.send(Op::UserTurn { text: "change app.py".into() }).unwrap();
+    s.ops
+        .send(Op::UserTurn {
+            text: "change app.py".into(),
+        })
+        .unwrap();
     s.until(|e| matches!(e, Event::EditProposed { .. })).await;
     // The user edits the file while the proposal waits for review.
     fs::write(s.path("app.py"), "mine = True\n").unwrap();
     s.ops.send(Op::Apply).unwrap();
     let ev = s.until(|e| matches!(e, Event::TurnDone { .. })).await;
     assert!(
-        ev.iter().any(|e| matches!(e, Event::EditDenied { reason } if reason.contains("changed on disk"))),
+        ev.iter().any(
+            |e| matches!(e, Event::EditDenied { reason } if reason.contains("changed on disk"))
+        ),
         "{ev:?}"
     );
     assert_eq!(s.read("app.py"), "mine = True\n");
@@ -354,19 +403,36 @@ async fn a_file_changed_behind_the_agents_back_is_never_clobbered() {
 async fn an_edit_of_a_file_changed_since_the_model_read_it_is_refused() {
     let mut s = Session::start(
         &[("app.py", APP)],
-        Script::new([edit_reply("app.py", "def f():\n    return 5\n\n\ndef g():\n    return 2\n"), "ok".into()])
-            .with_delay(Duration::from_millis(5)),
+        Script::new([
+            edit_reply(
+                "app.py",
+                "def f():\n    return 5\n\n\ndef g():\n    return 2\n",
+            ),
+            "ok".into(),
+        ])
+        .with_delay(Duration::from_millis(5)),
         Policy::Edits,
         |_| {},
     );
-    s.ops.send(Op::UserTurn { text: "change app.py".into() }).unwrap();
+    s.ops
+        .send(Op::UserTurn {
+            text: "change app.py".into(),
+        })
+        .unwrap();
     // The model was shown app.py; while it writes, the file changes on disk.
     s.until(|e| matches!(e, Event::Text { .. })).await;
-    fs::write(s.path("app.py"), "def f():\n    return 99\n\n\ndef g():\n    return 2\n").unwrap();
+    fs::write(
+        s.path("app.py"),
+        "def f():\n    return 99\n\n\ndef g():\n    return 2\n",
+    )
+    .unwrap();
     let ev = s.until(|e| matches!(e, Event::TurnDone { .. })).await;
     assert!(ev.iter().any(|e| matches!(e, Event::Malformed { problems } if problems[0].contains("changed on disk since you read it"))), "{ev:?}");
     assert!(s.read("app.py").contains("return 99"));
-    assert!(s.prompt(1).contains("return 99"), "the model is shown the new text");
+    assert!(
+        s.prompt(1).contains("return 99"),
+        "the model is shown the new text"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -374,13 +440,20 @@ async fn a_proposal_over_several_files_applies_all_or_nothing() {
     let mut s = Session::start(
         &[("a.py", "a = 1\n"), ("b.py/keep", "x\n")],
         // b.py is a directory: the second file cannot be written, so neither is.
-        Script::new(["a.py\n```python\na = 2\n```\n\nb.py\n```python\nb = 2\n```\n", "ok"]),
+        Script::new([
+            "a.py\n```python\na = 2\n```\n\nb.py\n```python\nb = 2\n```\n",
+            "ok",
+        ]),
         Policy::Edits,
         |_| {},
     );
     let ev = s.turn("change a.py and b.py").await;
     assert_eq!(s.read("a.py"), "a = 1\n");
-    assert!(s.prompt(1).contains("could not be"), "{}\n{ev:?}", s.prompt(1));
+    assert!(
+        s.prompt(1).contains("could not be"),
+        "{}\n{ev:?}",
+        s.prompt(1)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -391,7 +464,11 @@ async fn interrupt_stops_a_running_command_and_ends_the_turn() {
         Policy::All,
         |_| {},
     );
-    s.ops.send(Op::UserTurn { text: "wait".into() }).unwrap();
+    s.ops
+        .send(Op::UserTurn {
+            text: "wait".into(),
+        })
+        .unwrap();
     s.until(|e| matches!(e, Event::Command { .. })).await;
     let start = std::time::Instant::now();
     s.ops.send(Op::Interrupt).unwrap();
@@ -401,7 +478,10 @@ async fn interrupt_stops_a_running_command_and_ends_the_turn() {
     assert_eq!(s.requests(), 1, "nothing went back to the model");
     // The agent takes the next turn normally.
     let ev = s.turn("again").await;
-    assert!(matches!(end(&ev), TurnEnd::Answered | TurnEnd::Interrupted | TurnEnd::StepLimit));
+    assert!(matches!(
+        end(&ev),
+        TurnEnd::Answered | TurnEnd::Interrupted | TurnEnd::StepLimit
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -413,7 +493,11 @@ async fn interrupt_stops_generation_mid_stream() {
         Policy::Edits,
         |_| {},
     );
-    s.ops.send(Op::UserTurn { text: "talk".into() }).unwrap();
+    s.ops
+        .send(Op::UserTurn {
+            text: "talk".into(),
+        })
+        .unwrap();
     s.until(|e| matches!(e, Event::Text { .. })).await;
     s.ops.send(Op::Interrupt).unwrap();
     let ev = s.until(|e| matches!(e, Event::TurnDone { .. })).await;
@@ -432,9 +516,17 @@ async fn tool_output_is_cut_to_a_budget_with_a_note() {
     );
     s.turn("look").await;
     let p1 = s.prompt(1);
-    assert!(p1.len() < 14_000 && p1.contains("to fit the budget; read lines"), "{}", &p1[p1.len() - 200..]);
+    assert!(
+        p1.len() < 14_000 && p1.contains("to fit the budget; read lines"),
+        "{}",
+        &p1[p1.len() - 200..]
+    );
     let p2 = s.prompt(2);
-    assert!(p2.len() < 8_000 && p2.contains("cut to fit the budget"), "{}", p2.len());
+    assert!(
+        p2.len() < 8_000 && p2.contains("cut to fit the budget"),
+        "{}",
+        p2.len()
+    );
 
     // In a small working context, results are cut to the room left, exactly.
     let mut s = Session::start(
@@ -445,7 +537,11 @@ async fn tool_output_is_cut_to_a_budget_with_a_note() {
     );
     let ev = s.turn("look").await;
     assert_eq!(end(&ev), TurnEnd::Answered);
-    assert!(s.prompt(1).contains("cut to fit the working context"), "{}", s.prompt(1));
+    assert!(
+        s.prompt(1).contains("cut to fit the working context"),
+        "{}",
+        s.prompt(1)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -454,8 +550,14 @@ async fn failing_tests_go_back_to_the_model_until_they_pass() {
     let mut s = Session::start(
         &[("app.py", APP)],
         Script::new([
-            edit_reply("app.py", "def f():\n    return 2\n\n\ndef g():\n    return 2\n"),
-            edit_reply("app.py", "def f():\n    return 3\n\n\ndef g():\n    return 2\n"),
+            edit_reply(
+                "app.py",
+                "def f():\n    return 2\n\n\ndef g():\n    return 2\n",
+            ),
+            edit_reply(
+                "app.py",
+                "def f():\n    return 3\n\n\ndef g():\n    return 2\n",
+            ),
             "Fixed.".into(),
         ]),
         Policy::All,
@@ -463,7 +565,11 @@ async fn failing_tests_go_back_to_the_model_until_they_pass() {
     );
     let ev = s.turn("make f return 3 in app.py").await;
     assert_eq!(end(&ev), TurnEnd::Answered);
-    assert!(s.prompt(1).contains("The tests failed") && s.prompt(1).contains("f() should be 3"), "{}", s.prompt(1));
+    assert!(
+        s.prompt(1).contains("The tests failed") && s.prompt(1).contains("f() should be 3"),
+        "{}",
+        s.prompt(1)
+    );
     assert!(s.read("app.py").contains("return 3"));
     assert_eq!(s.requests(), 2, "passing tests end the turn");
 }
@@ -485,8 +591,14 @@ async fn malformed_and_unmatched_edits_get_a_precise_correction_then_a_bounded_r
     assert!(s.prompt(1).contains("was not closed"), "{}", s.prompt(1));
     assert!(s.prompt(2).contains("would drop f, g"), "{}", s.prompt(2));
     // The third reply names only f: it replaces f and keeps g.
-    assert_eq!(s.read("app.py"), "def f():\n    return 7\n\n\ndef g():\n    return 2\n");
-    let malformed = ev.iter().filter(|e| matches!(e, Event::Malformed { .. })).count();
+    assert_eq!(
+        s.read("app.py"),
+        "def f():\n    return 7\n\n\ndef g():\n    return 2\n"
+    );
+    let malformed = ev
+        .iter()
+        .filter(|e| matches!(e, Event::Malformed { .. }))
+        .count();
     assert_eq!(malformed, 2);
 
     // Past the retry budget the turn ends with an error event, not a loop.
@@ -504,7 +616,8 @@ async fn malformed_and_unmatched_edits_get_a_precise_correction_then_a_bounded_r
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_block_without_a_path_edits_the_file_in_the_conversation() {
-    let prompt = "from typing import List\n\n\ndef total(xs: List[int]) -> int:\n    \"\"\"Sum.\"\"\"\n";
+    let prompt =
+        "from typing import List\n\n\ndef total(xs: List[int]) -> int:\n    \"\"\"Sum.\"\"\"\n";
     let mut s = Session::start(
         &[("solution.py", prompt)],
         Script::new([
@@ -513,9 +626,15 @@ async fn a_block_without_a_path_edits_the_file_in_the_conversation() {
         Policy::Edits,
         |_| {},
     );
-    let ev = s.turn("Implement the function total in solution.py so that it does what its docstring says.").await;
+    let ev = s
+        .turn(
+            "Implement the function total in solution.py so that it does what its docstring says.",
+        )
+        .await;
     assert_eq!(end(&ev), TurnEnd::Answered);
-    assert!(s.prompt(0).contains("solution.py\n```py\nfrom typing import List"));
+    assert!(s
+        .prompt(0)
+        .contains("solution.py\n```py\nfrom typing import List"));
     assert_eq!(
         s.read("solution.py"),
         "from typing import List\n\n\ndef total(xs: List[int]) -> int:\n    \"\"\"Sum.\"\"\"\n    return sum(xs)\n"
@@ -532,7 +651,10 @@ async fn a_pasted_traceback_brings_the_code_it_points_at() {
     );
     s.turn("Traceback (most recent call last):\n  File \"/srv/app/src/calc.py\", line 2, in div\n    return a / b\nZeroDivisionError: division by zero").await;
     let p = s.prompt(0);
-    assert!(p.contains("src/calc.py:2 (from `/srv/app/src/calc.py`)"), "{p}");
+    assert!(
+        p.contains("src/calc.py:2 (from `/srv/app/src/calc.py`)"),
+        "{p}"
+    );
     assert!(p.contains(">   2 |     return a / b"), "{p}");
     // The answer begins by naming the innermost frame, in the repository's terms.
     assert!(p.ends_with("The error is at `src/calc.py` line 2: "), "{p}");
@@ -549,41 +671,68 @@ async fn a_long_conversation_is_summarised_once_to_fit_the_context() {
     let mut summaries = 0;
     for i in 0..8 {
         let ev = s.turn(&format!("question {i}: {}", "y".repeat(300))).await;
-        summaries += ev.iter().filter(|e| matches!(e, Event::Summary { .. })).count();
+        summaries += ev
+            .iter()
+            .filter(|e| matches!(e, Event::Summary { .. }))
+            .count();
         assert_eq!(end(&ev), TurnEnd::Answered);
     }
     assert!(summaries >= 1);
     let t = s.transcript.lock().unwrap();
-    let Prompt::Chat(last) = &t.last().unwrap().prompt else { panic!() };
-    assert!(last[1].content.starts_with("Summary of the earlier conversation"), "{:?}", last[1]);
+    let Prompt::Chat(last) = &t.last().unwrap().prompt else {
+        panic!()
+    };
+    assert!(
+        last[1]
+            .content
+            .starts_with("Summary of the earlier conversation"),
+        "{:?}",
+        last[1]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_conversation_is_kept_and_resumed() {
     let state = tempfile::tempdir().unwrap();
     let state_path = state.path().to_path_buf();
-    let mut s = Session::start(&[("a.py", "")], Script::new(["first answer"]), Policy::Edits, |o| {
-        o.state_dir = Some(state_path.clone())
-    });
+    let mut s = Session::start(
+        &[("a.py", "")],
+        Script::new(["first answer"]),
+        Policy::Edits,
+        |o| o.state_dir = Some(state_path.clone()),
+    );
     s.turn("first question").await;
-    let mut s = Session::start(&[("a.py", "")], Script::new(["second answer"]), Policy::Edits, |o| {
-        o.state_dir = Some(state_path.clone());
-        o.resume = true;
-    });
+    let mut s = Session::start(
+        &[("a.py", "")],
+        Script::new(["second answer"]),
+        Policy::Edits,
+        |o| {
+            o.state_dir = Some(state_path.clone());
+            o.resume = true;
+        },
+    );
     let ev = s.until(|e| matches!(e, Event::Resumed { .. })).await;
     assert!(matches!(ev.last(), Some(Event::Resumed { messages }) if messages.len() == 2));
     s.turn("second question").await;
     let t = s.transcript.lock().unwrap();
-    let Prompt::Chat(m) = &t[0].prompt else { panic!() };
+    let Prompt::Chat(m) = &t[0].prompt else {
+        panic!()
+    };
     let contents: Vec<&str> = m.iter().skip(1).map(|m| m.content.as_str()).collect();
-    assert_eq!(contents, vec!["first question", "first answer", "second question"]);
+    assert_eq!(
+        contents,
+        vec!["first question", "first answer", "second question"]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_step_limit_ends_a_turn_that_never_answers() {
-    let mut s = Session::start(&[("a.py", "")], Script::new(["LIST\n"]), Policy::Edits, |o| {
-        o.max_steps = 3
-    });
+    let mut s = Session::start(
+        &[("a.py", "")],
+        Script::new(["LIST\n"]),
+        Policy::Edits,
+        |o| o.max_steps = 3,
+    );
     let ev = s.turn("loop").await;
     assert_eq!(end(&ev), TurnEnd::StepLimit);
     assert_eq!(s.requests(), 3);
@@ -591,14 +740,27 @@ async fn the_step_limit_ends_a_turn_that_never_answers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn switching_models_keeps_the_conversation() {
-    let mut s = Session::start(&[("a.py", "")], Script::new(["one", "two"]), Policy::Edits, |_| {});
+    let mut s = Session::start(
+        &[("a.py", "")],
+        Script::new(["one", "two"]),
+        Policy::Edits,
+        |_| {},
+    );
     s.turn("first").await;
-    s.ops.send(Op::SwitchModel { model: "quality".into() }).unwrap();
-    let ev = s.until(|e| matches!(e, Event::Stats(st) if st.model == "quality")).await;
+    s.ops
+        .send(Op::SwitchModel {
+            model: "quality".into(),
+        })
+        .unwrap();
+    let ev = s
+        .until(|e| matches!(e, Event::Stats(st) if st.model == "quality"))
+        .await;
     assert!(ev.iter().any(|e| matches!(e, Event::EngineState(lcode::protocol::EngineState::Loading { model, .. }) if model == "quality")));
     s.turn("second").await;
     let t = s.transcript.lock().unwrap();
-    let Prompt::Chat(m) = &t[1].prompt else { panic!() };
+    let Prompt::Chat(m) = &t[1].prompt else {
+        panic!()
+    };
     assert_eq!(m.len(), 4, "system, first, one, second");
 }
 
@@ -609,13 +771,22 @@ async fn failing_docstring_examples_go_back_to_the_model() {
     let right = "def double(x):\n    \"\"\"Twice x.\n    >>> double(2)\n    4\n    \"\"\"\n    return 2 * x\n";
     let mut s = Session::start(
         &[("solution.py", prompt)],
-        Script::new([format!("```python\n{wrong}```\n"), format!("```python\n{right}```\n"), "never".into()]),
+        Script::new([
+            format!("```python\n{wrong}```\n"),
+            format!("```python\n{right}```\n"),
+            "never".into(),
+        ]),
         Policy::Edits,
         |_| {},
     );
     let ev = s.turn("Implement double in solution.py").await;
     assert_eq!(end(&ev), TurnEnd::Answered);
-    assert!(s.prompt(1).contains("docstring examples in solution.py fail"), "{}", s.prompt(1));
+    assert!(
+        s.prompt(1)
+            .contains("docstring examples in solution.py fail"),
+        "{}",
+        s.prompt(1)
+    );
     assert!(s.prompt(1).contains("Expected:"), "{}", s.prompt(1));
     assert_eq!(s.read("solution.py"), right);
     assert_eq!(s.requests(), 2, "passing examples end the turn");
@@ -625,10 +796,22 @@ async fn failing_docstring_examples_go_back_to_the_model() {
 async fn the_system_prompt_carries_a_repo_map_ranked_by_the_question() {
     let mut s = Session::start(
         &[
-            ("src/config.py", "class Config:\n    def load(self, path: str) -> dict:\n        pass\n"),
-            ("src/server.go", "package main\n\nfunc Serve(addr string) error { return nil }\n"),
-            ("web/app.ts", "export function render(root: Element): void {}\n"),
-            ("lib/core.rs", "pub fn parse_args(args: &[String]) -> Options { todo!() }\n"),
+            (
+                "src/config.py",
+                "class Config:\n    def load(self, path: str) -> dict:\n        pass\n",
+            ),
+            (
+                "src/server.go",
+                "package main\n\nfunc Serve(addr string) error { return nil }\n",
+            ),
+            (
+                "web/app.ts",
+                "export function render(root: Element): void {}\n",
+            ),
+            (
+                "lib/core.rs",
+                "pub fn parse_args(args: &[String]) -> Options { todo!() }\n",
+            ),
             ("README.md", "# demo\n"),
         ],
         Script::new(["ok"]),
@@ -637,13 +820,27 @@ async fn the_system_prompt_carries_a_repo_map_ranked_by_the_question() {
     );
     s.turn("Where is Serve defined?").await;
     let t = s.transcript.lock().unwrap();
-    let Prompt::Chat(m) = &t[0].prompt else { panic!() };
+    let Prompt::Chat(m) = &t[0].prompt else {
+        panic!()
+    };
     let system = &m[0].content;
     let map = system.split("Repository map").nth(1).expect("a repo map");
-    assert!(map.contains("src/server.go\n  func Serve(addr string) error"), "{system}");
-    assert!(map.contains("def load(self, path: str) -> dict"), "{system}");
-    assert!(map.contains("pub fn parse_args(args: &[String]) -> Options"), "{system}");
-    assert!(map.contains("function render(root: Element): void"), "{system}");
+    assert!(
+        map.contains("src/server.go\n  func Serve(addr string) error"),
+        "{system}"
+    );
+    assert!(
+        map.contains("def load(self, path: str) -> dict"),
+        "{system}"
+    );
+    assert!(
+        map.contains("pub fn parse_args(args: &[String]) -> Options"),
+        "{system}"
+    );
+    assert!(
+        map.contains("function render(root: Element): void"),
+        "{system}"
+    );
     // The file the question names comes first.
     assert_eq!(map.lines().nth(1), Some("src/server.go"), "{map}");
     assert!(system.contains("Other files:\nREADME.md"), "{system}");
@@ -670,15 +867,24 @@ async fn a_read_of_a_file_just_shown_forces_a_code_block_for_it() {
     }
     drop(t);
     assert!(s.prompt(0).contains("app.py"));
-    assert_eq!(s.read("app.py"), "def f():\n    return 5\n\n\ndef g():\n    return 2\n");
+    assert_eq!(
+        s.read("app.py"),
+        "def f():\n    return 5\n\n\ndef g():\n    return 2\n"
+    );
     assert!(text(&ev).contains("app.py\n```python\ndef f():\n    return 5"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_edit_that_changes_nothing_in_a_fix_loop_is_told_the_tests_still_fail() {
     let test = "python3 -c 'import app; assert app.f() == 3, \"f() should be 3\"'";
-    let two = edit_reply("app.py", "def f():\n    return 2\n\n\ndef g():\n    return 2\n");
-    let three = edit_reply("app.py", "def f():\n    return 3\n\n\ndef g():\n    return 2\n");
+    let two = edit_reply(
+        "app.py",
+        "def f():\n    return 2\n\n\ndef g():\n    return 2\n",
+    );
+    let three = edit_reply(
+        "app.py",
+        "def f():\n    return 3\n\n\ndef g():\n    return 2\n",
+    );
     let mut s = Session::start(
         &[("app.py", APP)],
         Script::new([two.clone(), two, three]),
@@ -687,6 +893,11 @@ async fn an_edit_that_changes_nothing_in_a_fix_loop_is_told_the_tests_still_fail
     );
     let ev = s.turn("make f return 3 in app.py").await;
     assert_eq!(end(&ev), TurnEnd::Answered);
-    assert!(s.prompt(2).contains("The edit changes nothing. The failures above still stand"), "{}", s.prompt(2));
+    assert!(
+        s.prompt(2)
+            .contains("The edit changes nothing. The failures above still stand"),
+        "{}",
+        s.prompt(2)
+    );
     assert!(s.read("app.py").contains("return 3"));
 }

@@ -324,7 +324,13 @@ async fn the_agents_second_turn_reuses_the_first_turns_prefix() {
         ..Default::default()
     });
     let ws = lcode::tools::workspace::Workspace::at(repo.path()).unwrap();
-    let mut opts = AgentOptions::new(ws, ModelSource { path, tier: Some("tiny".into()) });
+    let mut opts = AgentOptions::new(
+        ws,
+        ModelSource {
+            path,
+            tier: Some("tiny".into()),
+        },
+    );
     opts.policy = Policy::None;
     opts.max_steps = 1;
     opts.max_reply_tokens = 24;
@@ -333,8 +339,14 @@ async fn the_agents_second_turn_reuses_the_first_turns_prefix() {
     for q in ["Say hi.", "Say bye."] {
         a.ops.send(Op::UserTurn { text: q.into() }).unwrap();
         loop {
-            match tokio::time::timeout(Duration::from_secs(120), a.events.recv()).await.unwrap().unwrap() {
-                Event::Stats(s) if s.decode_tps > 0.0 => reused.push((s.reused_tokens, s.context_used)),
+            match tokio::time::timeout(Duration::from_secs(120), a.events.recv())
+                .await
+                .unwrap()
+                .unwrap()
+            {
+                Event::Stats(s) if s.decode_tps > 0.0 => {
+                    reused.push((s.reused_tokens, s.context_used))
+                }
                 Event::TurnDone { .. } => break,
                 _ => {}
             }
@@ -354,7 +366,10 @@ fn speculative_decoding_gives_exactly_the_plain_greedy_tokens() {
     let prompt = format!("Copy this code exactly:\n\n```python\n{text}```\n");
     let run = |speculate: bool| {
         let mut req = GenerateRequest::new(
-            Prompt::Chat(vec![lcode::engine::template::ChatMessage::new("user", prompt.clone())]),
+            Prompt::Chat(vec![lcode::engine::template::ChatMessage::new(
+                "user",
+                prompt.clone(),
+            )]),
             120,
         );
         req.speculate = speculate;
@@ -364,5 +379,9 @@ fn speculative_decoding_gives_exactly_the_plain_greedy_tokens() {
     let spec = run(true);
     assert_eq!(plain.tokens, spec.tokens, "speculation changed the output");
     assert_eq!(plain.stats.draft_tokens, 0);
-    assert!(spec.stats.draft_tokens > 0 && spec.stats.accepted_tokens > 0, "{:?}", spec.stats);
+    assert!(
+        spec.stats.draft_tokens > 0 && spec.stats.accepted_tokens > 0,
+        "{:?}",
+        spec.stats
+    );
 }

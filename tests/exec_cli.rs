@@ -70,14 +70,39 @@ const APP: &str = "def f():\n    return 1\n";
 fn json_mode_prints_one_typed_event_per_line_and_exit_0_when_answered() {
     let repo = Repo::new(&[("app.py", APP)]);
     let out = repo
-        .cmd(&["app.py\n```python\ndef f():\n    return 2\n```\n", "```sh\necho hi\n```\n", "Done."])
-        .args(["exec", "--approve", "all", "--json", "--test-cmd", "true", "make f return 2 in app.py"])
+        .cmd(&[
+            "app.py\n```python\ndef f():\n    return 2\n```\n",
+            "```sh\necho hi\n```\n",
+            "Done.",
+        ])
+        .args([
+            "exec",
+            "--approve",
+            "all",
+            "--json",
+            "--test-cmd",
+            "true",
+            "make f return 2 in app.py",
+        ])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let ev = json_lines(&out);
     let t = types(&ev);
-    for want in ["text", "edit_proposed", "edit_applied", "command", "command_output", "stats", "turn_done"] {
+    for want in [
+        "text",
+        "edit_proposed",
+        "edit_applied",
+        "command",
+        "command_output",
+        "stats",
+        "turn_done",
+    ] {
         assert!(t.iter().any(|x| x == want), "no {want} in {t:?}");
     }
     assert_eq!(ev.last().unwrap()["reason"], "answered");
@@ -94,7 +119,10 @@ fn plain_mode_prints_the_diff_and_approve_none_writes_nothing() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0));
-    assert!(stdout.contains("--- a/app.py") && stdout.contains("+    return 2"), "{stdout}");
+    assert!(
+        stdout.contains("--- a/app.py") && stdout.contains("+    return 2"),
+        "{stdout}"
+    );
     assert!(stdout.contains("edit not applied"), "{stdout}");
     assert_eq!(repo.read("app.py"), APP);
 }
@@ -110,7 +138,11 @@ fn undo_restores_the_last_applied_change_across_processes() {
     assert!(out.status.success());
     assert_ne!(repo.read("app.py"), APP);
     let out = repo.cmd(&[]).args(["exec", "--undo"]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(repo.read("app.py"), APP);
     // Nothing left to undo: one line, non-zero.
     let out = repo.cmd(&[]).args(["exec", "--undo"]).output().unwrap();
@@ -128,7 +160,11 @@ fn exit_2_at_the_step_limit_and_1_on_an_error() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    let out = repo.cmd(&[]).args(["exec", "--approve", "maybe", "x"]).output().unwrap();
+    let out = repo
+        .cmd(&[])
+        .args(["exec", "--approve", "maybe", "x"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = common::one_line_error(&out);
     assert!(err.contains("use none, edits or all"), "{err}");
@@ -142,7 +178,11 @@ fn exit_2_at_the_step_limit_and_1_on_an_error() {
 fn the_task_can_come_from_stdin_and_sigint_exits_130() {
     let repo = Repo::new(&[("app.py", APP)]);
     let script = repo.data.path().join("slow.json");
-    fs::write(&script, r#"{"replies": ["thinking very slowly about this"], "token_delay_ms": 300}"#).unwrap();
+    fs::write(
+        &script,
+        r#"{"replies": ["thinking very slowly about this"], "token_delay_ms": 300}"#,
+    )
+    .unwrap();
     let mut c = repo.cmd(&[]);
     c.env("LCODE_SCRIPT", &script)
         .args(["exec", "-"])
@@ -161,9 +201,17 @@ fn the_task_can_come_from_stdin_and_sigint_exits_130() {
         libc::kill(child.id() as i32, libc::SIGINT);
     }
     let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(130), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.starts_with("thi") && !stdout.contains("slowly about this"), "{stdout}");
+    assert!(
+        stdout.starts_with("thi") && !stdout.contains("slowly about this"),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -189,5 +237,7 @@ fn exec_runs_the_real_model_with_no_network() {
     );
     let ev = json_lines(&out);
     assert!(types(&ev).contains(&"text".to_string()));
-    assert!(ev.iter().any(|e| e["type"] == "stats" && e["decode_tps"].as_f64().unwrap() > 0.0));
+    assert!(ev
+        .iter()
+        .any(|e| e["type"] == "stats" && e["decode_tps"].as_f64().unwrap() > 0.0));
 }

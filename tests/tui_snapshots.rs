@@ -10,7 +10,10 @@ use lcode::tui::render_to_string;
 use lcode::tui::theme::Theme;
 
 fn app(theme: &str) -> App {
-    let tiers = ["tiny", "fast", "quality"].iter().map(|t| (t.to_string(), true)).collect();
+    let tiers = ["tiny", "fast", "quality"]
+        .iter()
+        .map(|t| (t.to_string(), true))
+        .collect();
     let mut a = App::new(Theme::load(theme, false).unwrap(), Keys::defaults(), tiers);
     a.status.sandbox = true;
     a.on_event(Event::EngineState(EngineState::Idle));
@@ -78,8 +81,14 @@ fn streaming() {
     type_text(&mut a, "Why does div fail?");
     a.on_key(key(KeyCode::Enter));
     a.on_event(Event::EngineState(EngineState::Generating));
-    for piece in ["`div` divides ", "by `b`; when **b** is 0 Python raises\n", "- ZeroDivisionError\n- at line 2\n\n```python\nreturn a / b if b else 0"] {
-        a.on_event(Event::Text { delta: piece.into() });
+    for piece in [
+        "`div` divides ",
+        "by `b`; when **b** is 0 Python raises\n",
+        "- ZeroDivisionError\n- at line 2\n\n```python\nreturn a / b if b else 0",
+    ] {
+        a.on_event(Event::Text {
+            delta: piece.into(),
+        });
     }
     both("streaming", &mut a);
 }
@@ -88,11 +97,15 @@ fn streaming() {
 fn long_conversation_scrolled() {
     let mut a = app("dark");
     for i in 0..40 {
-        a.on_event(Event::Text { delta: String::new() });
+        a.on_event(Event::Text {
+            delta: String::new(),
+        });
         type_text(&mut a, &format!("question {i}"));
         a.on_key(key(KeyCode::Enter));
         a.on_event(Event::Text { delta: format!("answer {i}: a reply long enough to wrap on a narrow terminal, since it goes on for a while.\n") });
-        a.on_event(Event::TurnDone { reason: TurnEnd::Answered });
+        a.on_event(Event::TurnDone {
+            reason: TurnEnd::Answered,
+        });
     }
     a.on_event(stats());
     a.on_key(key(KeyCode::PageUp));
@@ -105,11 +118,30 @@ fn tool_actions_and_commands() {
     let mut a = app("dark");
     type_text(&mut a, "run the tests");
     a.on_key(key(KeyCode::Enter));
-    a.on_event(Event::Action { id: 2, name: "read".into(), detail: "src/calc.py".into() });
-    a.on_event(Event::ActionResult { id: 2, ok: true, summary: "read src/calc.py".into() });
-    a.on_event(Event::Action { id: 3, name: "search".into(), detail: "def div".into() });
-    a.on_event(Event::ActionResult { id: 3, ok: false, summary: "invalid search pattern".into() });
-    a.on_event(Event::Command { id: 4, command: "pytest -q".into() });
+    a.on_event(Event::Action {
+        id: 2,
+        name: "read".into(),
+        detail: "src/calc.py".into(),
+    });
+    a.on_event(Event::ActionResult {
+        id: 2,
+        ok: true,
+        summary: "read src/calc.py".into(),
+    });
+    a.on_event(Event::Action {
+        id: 3,
+        name: "search".into(),
+        detail: "def div".into(),
+    });
+    a.on_event(Event::ActionResult {
+        id: 3,
+        ok: false,
+        summary: "invalid search pattern".into(),
+    });
+    a.on_event(Event::Command {
+        id: 4,
+        command: "pytest -q".into(),
+    });
     a.on_event(Event::CommandOutput {
         id: 4,
         output: (1..=9).map(|i| format!("line {i}\n")).collect(),
@@ -144,7 +176,10 @@ fn approval_modal() {
     let mut a = app("dark");
     type_text(&mut a, "run the tests");
     a.on_key(key(KeyCode::Enter));
-    a.on_event(Event::ApprovalRequest { id: 7, command: "cargo test --workspace".into() });
+    a.on_event(Event::ApprovalRequest {
+        id: 7,
+        command: "cargo test --workspace".into(),
+    });
     both("approval", &mut a);
 }
 
@@ -153,16 +188,25 @@ fn tier_switch_in_progress() {
     let mut a = app("dark");
     a.on_event(stats());
     a.on_key(KeyEvent::new(KeyCode::Char('t'), KeyModifiers::CONTROL));
-    a.on_event(Event::EngineState(EngineState::Loading { model: "quality".into(), fraction: 0.4 }));
+    a.on_event(Event::EngineState(EngineState::Loading {
+        model: "quality".into(),
+        fraction: 0.4,
+    }));
     a.on_event(Event::EngineState(EngineState::Idle));
     both("tier_switch", &mut a);
 }
 
 #[test]
 fn loading_at_start() {
-    let tiers = ["tiny", "fast", "quality"].iter().map(|t| (t.to_string(), true)).collect();
+    let tiers = ["tiny", "fast", "quality"]
+        .iter()
+        .map(|t| (t.to_string(), true))
+        .collect();
     let mut a = App::new(Theme::load("dark", false).unwrap(), Keys::defaults(), tiers);
-    a.on_event(Event::EngineState(EngineState::Loading { model: "fast".into(), fraction: 0.25 }));
+    a.on_event(Event::EngineState(EngineState::Loading {
+        model: "fast".into(),
+        fraction: 0.25,
+    }));
     both("loading", &mut a);
 }
 
@@ -172,7 +216,9 @@ fn error() {
     type_text(&mut a, "hello");
     a.on_key(key(KeyCode::Enter));
     a.on_event(Event::Error { message: "could not load quality: the quality tier is not installed; run `lcode models pull quality`".into() });
-    a.on_event(Event::TurnDone { reason: TurnEnd::Error });
+    a.on_event(Event::TurnDone {
+        reason: TurnEnd::Error,
+    });
     both("error", &mut a);
 }
 

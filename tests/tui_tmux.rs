@@ -20,7 +20,11 @@ impl Tmux {
     fn start(files: &[(&str, &str)], env: &[(&str, &str)], args: &str) -> Self {
         let repo = tempfile::tempdir().unwrap();
         let state = tempfile::tempdir().unwrap();
-        Command::new("git").args(["init", "-q"]).current_dir(repo.path()).status().unwrap();
+        Command::new("git")
+            .args(["init", "-q"])
+            .current_dir(repo.path())
+            .status()
+            .unwrap();
         for (p, body) in files {
             let path = repo.path().join(p);
             fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -43,16 +47,37 @@ impl Tmux {
             stty.display(),
         );
         let ok = Command::new("tmux")
-            .args(["-L", &socket, "new-session", "-d", "-s", "t", "-x", "120", "-y", "36", &script])
+            .args([
+                "-L",
+                &socket,
+                "new-session",
+                "-d",
+                "-s",
+                "t",
+                "-x",
+                "120",
+                "-y",
+                "36",
+                &script,
+            ])
             .status()
             .expect("tmux is installed")
             .success();
         assert!(ok, "tmux new-session failed");
-        Self { socket, repo, state }
+        Self {
+            socket,
+            repo,
+            state,
+        }
     }
 
     fn tmux(&self, args: &[&str]) -> String {
-        let out = Command::new("tmux").arg("-L").arg(&self.socket).args(args).output().unwrap();
+        let out = Command::new("tmux")
+            .arg("-L")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .unwrap();
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
@@ -97,13 +122,20 @@ impl Tmux {
         let stty = self.state.path().join("stty.txt");
         let start = Instant::now();
         while !stty.exists() || fs::read_to_string(&stty).unwrap().is_empty() {
-            assert!(start.elapsed() < Duration::from_secs(15), "lcode did not quit:\n{}", self.screen());
+            assert!(
+                start.elapsed() < Duration::from_secs(15),
+                "lcode did not quit:\n{}",
+                self.screen()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
         std::thread::sleep(Duration::from_millis(100));
         let s = fs::read_to_string(&stty).unwrap();
         let words: Vec<&str> = s.split_whitespace().collect();
-        assert!(words.contains(&"icanon") && words.contains(&"echo"), "terminal not restored: {s}");
+        assert!(
+            words.contains(&"icanon") && words.contains(&"echo"),
+            "terminal not restored: {s}"
+        );
         let exit = fs::read_to_string(self.state.path().join("stty.txt.exit")).unwrap();
         assert_eq!(exit.trim(), "exit=0");
     }
@@ -111,13 +143,19 @@ impl Tmux {
 
 impl Drop for Tmux {
     fn drop(&mut self) {
-        let _ = Command::new("tmux").args(["-L", &self.socket, "kill-server"]).status();
+        let _ = Command::new("tmux")
+            .args(["-L", &self.socket, "kill-server"])
+            .status();
     }
 }
 
 fn rand_suffix() -> u64 {
     use std::time::SystemTime;
-    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_nanos() as u64 % 1_000_000_007
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        % 1_000_000_007
 }
 
 fn write_script(dir: &Path, replies: &[String], delay_ms: u64) -> PathBuf {
@@ -144,26 +182,42 @@ fn scripted_review_reject_one_hunk_apply_approve_a_command_and_undo() {
         ],
         1,
     );
-    let t = Tmux::start(&[("notes.txt", &old)], &[("LCODE_SCRIPT", script.to_str().unwrap())], "");
-    t.wait("the panels", 15, |s| s.contains("╭ chat") && s.contains("╭ model") && s.contains("╭ prompt"));
+    let t = Tmux::start(
+        &[("notes.txt", &old)],
+        &[("LCODE_SCRIPT", script.to_str().unwrap())],
+        "",
+    );
+    t.wait("the panels", 15, |s| {
+        s.contains("╭ chat") && s.contains("╭ model") && s.contains("╭ prompt")
+    });
     t.type_text("spell out three numbers in notes.txt");
     t.keys(&["Enter"]);
-    t.wait("the proposal", 15, |s| s.contains("0 of 3") || s.contains("3 of 3 hunks accepted"));
+    t.wait("the proposal", 15, |s| {
+        s.contains("0 of 3") || s.contains("3 of 3 hunks accepted")
+    });
     // The file changes only on apply.
     assert_eq!(fs::read_to_string(t.path("notes.txt")).unwrap(), old);
     t.keys(&["j"]);
     t.keys(&["x"]);
-    t.wait("the rejected hunk", 5, |s| s.contains("2 of 3 hunks accepted") && s.contains("[✗]"));
+    t.wait("the rejected hunk", 5, |s| {
+        s.contains("2 of 3 hunks accepted") && s.contains("[✗]")
+    });
     t.keys(&["Enter"]);
     t.wait("the apply", 10, |s| s.contains("applied to notes.txt"));
-    let want = old.replace("line 2\n", "line two\n").replace("line 28\n", "line twenty-eight\n");
+    let want = old
+        .replace("line 2\n", "line two\n")
+        .replace("line 28\n", "line twenty-eight\n");
     assert_eq!(fs::read_to_string(t.path("notes.txt")).unwrap(), want);
 
     t.type_text("now run something");
     t.keys(&["Enter"]);
-    t.wait("the approval modal", 10, |s| s.contains("run this command?") && s.contains("echo shell-says-hello"));
+    t.wait("the approval modal", 10, |s| {
+        s.contains("run this command?") && s.contains("echo shell-says-hello")
+    });
     t.keys(&["y"]);
-    t.wait("the command's output", 10, |s| s.contains("exit 0") && s.matches("shell-says-hello").count() >= 2);
+    t.wait("the command's output", 10, |s| {
+        s.contains("exit 0") && s.matches("shell-says-hello").count() >= 2
+    });
 
     t.type_text("/undo");
     t.keys(&["Enter"]);
@@ -176,11 +230,21 @@ fn scripted_review_reject_one_hunk_apply_approve_a_command_and_undo() {
 fn real_tiny_model_streams_switches_tiers_takes_pastes_and_interrupts() {
     common::model("tiny");
     common::model("fast");
-    let t = Tmux::start(&[("app.py", "def f():\n    return 1\n")], &[], "--model tiny --ctx 4096");
-    t.wait("the panels", 15, |s| s.contains("╭ chat") && s.contains("╭ model"));
+    let t = Tmux::start(
+        &[("app.py", "def f():\n    return 1\n")],
+        &[],
+        "--model tiny --ctx 4096",
+    );
+    t.wait("the panels", 15, |s| {
+        s.contains("╭ chat") && s.contains("╭ model")
+    });
     // Units show before the first figure.
-    t.wait("units before figures", 5, |s| s.contains("decode   — tok/s"));
-    t.wait("the model loaded", 60, |s| s.contains("model    tiny") && s.contains("state    idle"));
+    t.wait("units before figures", 5, |s| {
+        s.contains("decode   — tok/s")
+    });
+    t.wait("the model loaded", 60, |s| {
+        s.contains("model    tiny") && s.contains("state    idle")
+    });
 
     t.type_text("What is the capital of France?");
     t.keys(&["Enter"]);
@@ -191,10 +255,14 @@ fn real_tiny_model_streams_switches_tiers_takes_pastes_and_interrupts() {
 
     // The tier hotkey: alt-2 is fast.
     t.keys(&["M-2"]);
-    t.wait("the fast tier", 120, |s| s.contains("model    fast") && s.contains("now answering with fast"));
+    t.wait("the fast tier", 120, |s| {
+        s.contains("model    fast") && s.contains("now answering with fast")
+    });
     t.type_text("/model tiny");
     t.keys(&["Enter"]);
-    t.wait("back to tiny", 120, |s| s.contains("model    tiny") && s.contains("now answering with tiny"));
+    t.wait("back to tiny", 120, |s| {
+        s.contains("model    tiny") && s.contains("now answering with tiny")
+    });
 
     // A pasted traceback does not send itself; Enter sends it whole.
     let tb = "Traceback (most recent call last):\n  File \"/srv/app/app.py\", line 2, in f\n    return 1\nValueError: boom\n";
@@ -205,7 +273,9 @@ fn real_tiny_model_streams_switches_tiers_takes_pastes_and_interrupts() {
     std::thread::sleep(Duration::from_millis(500));
     assert!(!t.screen().contains("› Traceback"));
     t.keys(&["Enter"]);
-    t.wait("the traceback sent whole", 10, |s| s.contains("› Traceback") && s.contains("ValueError: boom"));
+    t.wait("the traceback sent whole", 10, |s| {
+        s.contains("› Traceback") && s.contains("ValueError: boom")
+    });
     t.wait("the answer", 180, |s| s.contains("state    idle"));
 
     // Ctrl-C interrupts a long answer mid-stream.
@@ -214,6 +284,8 @@ fn real_tiny_model_streams_switches_tiers_takes_pastes_and_interrupts() {
     t.wait("generation", 60, |s| s.contains("state    generating"));
     std::thread::sleep(Duration::from_millis(700));
     t.keys(&["C-c"]);
-    t.wait("the interrupt", 15, |s| s.contains("· interrupted") && s.contains("state    idle"));
+    t.wait("the interrupt", 15, |s| {
+        s.contains("· interrupted") && s.contains("state    idle")
+    });
     t.quit_and_check_terminal();
 }

@@ -252,7 +252,11 @@ mod tests {
         let p = parse("Here it is.\n\nsrc/app.py\n```python\ndef f():\n    return 1\n```\nDone.");
         assert_eq!(
             p.actions,
-            vec![edit(Some("src/app.py"), "python", "def f():\n    return 1\n")]
+            vec![edit(
+                Some("src/app.py"),
+                "python",
+                "def f():\n    return 1\n"
+            )]
         );
         assert!(p.malformed.is_empty());
     }

@@ -8,8 +8,8 @@ use std::sync::OnceLock;
 use regex::Regex;
 
 use crate::engine::template::ChatMessage;
-use crate::tools::{files, repomap};
 use crate::tools::workspace::Workspace;
+use crate::tools::{files, repomap};
 
 /// A prompt by name: the user's `prompts/NAME.md` in the config dir when present, else
 /// the one built in.
@@ -82,7 +82,10 @@ pub fn system_message(
     }
     let mapped: std::collections::HashSet<&str> = scanned.iter().map(|f| f.path.as_str()).collect();
     if let Ok((list, _)) = files::list(ws, None, 2000) {
-        let others: Vec<&String> = list.iter().filter(|f| !mapped.contains(f.as_str())).collect();
+        let others: Vec<&String> = list
+            .iter()
+            .filter(|f| !mapped.contains(f.as_str()))
+            .collect();
         let mut shown = Vec::new();
         let mut used = 0;
         for f in &others {
@@ -97,7 +100,10 @@ pub fn system_message(
             s.push_str("\n\nOther files:\n");
             s.push_str(&shown.join("\n"));
             if shown.len() < others.len() {
-                s.push_str(&format!("\n[{} more; LIST a folder to see them]", others.len() - shown.len()));
+                s.push_str(&format!(
+                    "\n[{} more; LIST a folder to see them]",
+                    others.len() - shown.len()
+                ));
             }
         }
     }
@@ -152,7 +158,9 @@ pub fn mentioned_files(text: &str, files: &[String]) -> Vec<String> {
 /// A mechanical summary of older messages: what the user asked and what was done, one
 /// line each. Made without the model, so it costs no generation and cannot invent.
 pub fn summarise(messages: &[ChatMessage]) -> String {
-    let mut s = String::from("Summary of the earlier conversation (older messages were dropped to fit the context):\n");
+    let mut s = String::from(
+        "Summary of the earlier conversation (older messages were dropped to fit the context):\n",
+    );
     for m in messages {
         let first = m
             .content
@@ -189,7 +197,10 @@ mod tests {
         );
         // An ambiguous file name is not a mention.
         assert!(mentioned_files("fix lib.rs", &files).is_empty());
-        assert_eq!(mentioned_files("fix app/main.rs", &files), vec!["src/app/main.rs"]);
+        assert_eq!(
+            mentioned_files("fix app/main.rs", &files),
+            vec!["src/app/main.rs"]
+        );
     }
 
     #[test]

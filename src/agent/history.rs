@@ -15,9 +15,14 @@ use crate::tools::edit::{Applied, AppliedFile};
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 enum Record {
-    Message { role: String, content: String },
+    Message {
+        role: String,
+        content: String,
+    },
     /// Older messages were replaced by these (a summary and what was kept).
-    Reset { messages: Vec<(String, String)> },
+    Reset {
+        messages: Vec<(String, String)>,
+    },
 }
 
 /// One conversation's log file.
@@ -56,9 +61,14 @@ impl History {
         let text = fs::read_to_string(&path).ok()?;
         let mut messages = Vec::new();
         // A line cut short by a crash is skipped; everything before it counts.
-        for rec in text.lines().filter_map(|l| serde_json::from_str::<Record>(l).ok()) {
+        for rec in text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Record>(l).ok())
+        {
             match rec {
-                Record::Message { role, content } => messages.push(ChatMessage::new(&role, content)),
+                Record::Message { role, content } => {
+                    messages.push(ChatMessage::new(&role, content))
+                }
                 Record::Reset { messages: kept } => {
                     messages = kept
                         .into_iter()
@@ -133,7 +143,8 @@ impl Journal {
     /// Record an applied change (edits are text: the bytes are valid UTF-8).
     pub fn push(&self, applied: &Applied) -> std::io::Result<()> {
         fs::create_dir_all(&self.dir)?;
-        let text = |b: &Option<Vec<u8>>| b.as_ref().map(|b| String::from_utf8_lossy(b).into_owned());
+        let text =
+            |b: &Option<Vec<u8>>| b.as_ref().map(|b| String::from_utf8_lossy(b).into_owned());
         let files: Vec<JournalFile> = applied
             .files
             .iter()

@@ -117,7 +117,11 @@ fn with_header(old_lines: &[&str], block: &str, python: bool) -> String {
         return block.to_string();
     }
     let gap = if python { "\n\n\n" } else { "\n\n" };
-    format!("{}{gap}{}", missing.join("\n"), block.trim_start_matches('\n'))
+    format!(
+        "{}{gap}{}",
+        missing.join("\n"),
+        block.trim_start_matches('\n')
+    )
 }
 
 fn is_import(line: &str) -> bool {
@@ -272,8 +276,10 @@ mod tests {
             m.text(),
             "from typing import List\nimport math\n\n\ndef a(x: int) -> int:\n    return math.floor(x)\n\n\n@cache\ndef b():\n    return 2\n\n\ndef c():\n    return 4\n"
         );
-        assert!(matches!(m, Merged::Functions { ref replaced, ref added, .. }
-            if replaced == &["a"] && added == &["c"]));
+        assert!(
+            matches!(m, Merged::Functions { ref replaced, ref added, .. }
+            if replaced == &["a"] && added == &["c"])
+        );
     }
 
     #[test]

@@ -230,7 +230,9 @@ pub fn unsafe_without_sandbox(command: &str) -> Option<String> {
         }
         if let Some(w) = words.iter().find(|w| {
             let w = w.trim_matches(['"', '\'']);
-            w.starts_with('/') && !w.starts_with("/dev/null") || w.starts_with('~') || w.contains("..")
+            w.starts_with('/') && !w.starts_with("/dev/null")
+                || w.starts_with('~')
+                || w.contains("..")
         }) {
             return Some(format!("`{w}` names a path outside the repository"));
         }
@@ -319,7 +321,10 @@ impl Agent {
             Some(EngineEvent::Loaded(info)) => {
                 self.loading = None;
                 if self.opts.state_dir.is_some() {
-                    crate::config::set_last_model(self.opts.workspace.root(), &info.source.label_or_path());
+                    crate::config::set_last_model(
+                        self.opts.workspace.root(),
+                        &info.source.label_or_path(),
+                    );
                 }
                 self.emit(Event::Stats(EngineStats {
                     model: info.source.label(),
@@ -496,32 +501,27 @@ impl Agent {
     /// A command the user ran: shown now, told to the model with the next message.
     async fn user_command(&mut self, command: &str) {
         let id = self.id();
-        self.emit(Event::Command { id, command: command.to_string() });
+        self.emit(Event::Command {
+            id,
+            command: command.to_string(),
+        });
         let opts = ShellOptions {
             root: self.opts.workspace.root().to_path_buf(),
             timeout: self.opts.command_timeout,
             max_output: COMMAND_BUDGET,
             sandbox: false,
         };
-        let (int_tx, int_rx) = tokio::sync::oneshot::channel::<()>();
-        let run = shell::run(command, &opts, async {
-            let _ = int_rx.await;
-        });
-        tokio::pin!(run);
-        let mut int_tx = Some(int_tx);
-        let result = loop {
-            tokio::select! {
-                r = &mut run => break r,
-                op = self.ops.recv(), if int_tx.is_some() => match op {
-                    Some(Op::Interrupt) => { if let Some(t) = int_tx.take() { let _ = t.send(()); } }
-                    Some(Op::Shutdown) | None => { self.shutdown = true; if let Some(t) = int_tx.take() { let _ = t.send(()); } }
-                    Some(other) => self.queued.push_back(other),
-                },
-            }
-        };
+        let (result, stop) = self.run_shell(command, &opts).await;
+        if matches!(stop, Some(Flow::Shutdown)) {
+            self.shutdown = true;
+        }
         match result {
             Ok(r) => {
-                self.emit(Event::CommandOutput { id, output: r.output.clone(), exit_code: r.exit_code() });
+                self.emit(Event::CommandOutput {
+                    id,
+                    output: r.output.clone(),
+                    exit_code: r.exit_code(),
+                });
                 self.pending_notes.push(format!(
                     "I ran `{command}` ({}):\n```\n{}\n```",
                     r.status_line(),
@@ -584,7 +584,12 @@ impl Agent {
     /// Was `path` shown to the model, and is it on disk still as the model saw it?
     fn shown_unchanged(&self, path: &str) -> bool {
         self.seen.get(path).is_some_and(|saw| {
-            let now = self.opts.workspace.resolve(path).ok().and_then(|a| std::fs::read(a).ok());
+            let now = self
+                .opts
+                .workspace
+                .resolve(path)
+                .ok()
+                .and_then(|a| std::fs::read(a).ok());
             now.as_ref() == Some(saw)
         })
     }
@@ -632,7 +637,8 @@ impl Agent {
                     if !attach.contains(&p.path) {
                         attach.push(p.path.clone());
                     }
-                    self.force_prefix = Some(format!("The error is at `{}` line {}: ", p.path, p.line));
+                    self.force_prefix =
+                        Some(format!("The error is at `{}` line {}: ", p.path, p.line));
                 }
             }
         }
@@ -673,12 +679,10 @@ impl Agent {
         }
         if self.system.is_empty() || self.messages.is_empty() {
             let info = self.info.clone().expect("model loaded");
-            self.system = context::system_message(
-                &self.opts.workspace,
-                &text,
-                self.opts.map_tokens,
-                &|t| info.count_tokens(t),
-            );
+            self.system =
+                context::system_message(&self.opts.workspace, &text, self.opts.map_tokens, &|t| {
+                    info.count_tokens(t)
+                });
         }
         let message = self.compose_user_message(&text);
         self.push_message("user", message);
@@ -689,9 +693,7 @@ impl Agent {
                 Ok(r) => r,
                 Err(flow) => return self.end_turn(flow),
             };
-            let flow = self
-                .act(&reply, &mut retries, &mut fix_attempts)
-                .await;
+            let flow = self.act(&reply, &mut retries, &mut fix_attempts).await;
             match flow {
                 Flow::Continue(results) => {
                     let results = self.fit_results(results);
@@ -823,7 +825,9 @@ impl Agent {
         let mut gen = self.engine.generate(request);
         let mut text = prefix.clone();
         if !prefix.is_empty() {
-            self.emit(Event::Text { delta: prefix.clone() });
+            self.emit(Event::Text {
+                delta: prefix.clone(),
+            });
         }
         let mut line_start = text.len();
         let mut in_fence = prefix.contains("```");
@@ -956,12 +960,7 @@ impl Agent {
     /// The repository path a model's path means: itself, or the one existing file it
     /// names by a doubled prefix or a bare file name.
     fn fix_path(&self, path: &str) -> String {
-        if self
-            .opts
-            .workspace
-            .resolve(path)
-            .is_ok_and(|a| a.exists())
-        {
+        if self.opts.workspace.resolve(path).is_ok_and(|a| a.exists()) {
             return path.to_string();
         }
         let files = self.repo_files();
@@ -998,11 +997,19 @@ impl Agent {
         });
         match run(self) {
             Ok((text, summary)) => {
-                self.emit(Event::ActionResult { id, ok: true, summary });
+                self.emit(Event::ActionResult {
+                    id,
+                    ok: true,
+                    summary,
+                });
                 text
             }
             Err(e) => {
-                self.emit(Event::ActionResult { id, ok: false, summary: e.clone() });
+                self.emit(Event::ActionResult {
+                    id,
+                    ok: false,
+                    summary: e.clone(),
+                });
                 format!("{} {detail} failed: {e}", name.to_uppercase())
             }
         }
@@ -1039,21 +1046,25 @@ impl Agent {
                         continue;
                     }
                     let text = self.tool("read", &path, |me| {
-                        me.show_file(&path, range).map(|block| (block, format!("read {path}")))
+                        me.show_file(&path, range)
+                            .map(|block| (block, format!("read {path}")))
                     });
                     results.push(text);
                 }
                 Action::Search(pattern) => {
                     needs_reply = true;
                     let text = self.tool("search", &pattern, |me| {
-                        let (found, more) = files::search(&me.opts.workspace, &pattern, SEARCH_LIMIT)
-                            .map_err(|e| e.to_string())?;
+                        let (found, more) =
+                            files::search(&me.opts.workspace, &pattern, SEARCH_LIMIT)
+                                .map_err(|e| e.to_string())?;
                         let mut s = format!("SEARCH {pattern}: {} matches\n", found.len() + more);
                         for m in &found {
                             s.push_str(&format!("{}:{}: {}\n", m.path, m.line, m.text.trim()));
                         }
                         if more > 0 {
-                            s.push_str(&format!("[{more} more matches not shown; search for something narrower]\n"));
+                            s.push_str(&format!(
+                                "[{more} more matches not shown; search for something narrower]\n"
+                            ));
                         }
                         Ok((s, format!("{} matches", found.len() + more)))
                     });
@@ -1063,9 +1074,14 @@ impl Agent {
                     needs_reply = true;
                     let shown = dir.clone().unwrap_or_else(|| ".".into());
                     let text = self.tool("list", &shown, |me| {
-                        let (list, more) = files::list(&me.opts.workspace, dir.as_deref(), LIST_LIMIT)
-                            .map_err(|e| e.to_string())?;
-                        let mut s = format!("LIST {shown}: {} files\n{}\n", list.len() + more, list.join("\n"));
+                        let (list, more) =
+                            files::list(&me.opts.workspace, dir.as_deref(), LIST_LIMIT)
+                                .map_err(|e| e.to_string())?;
+                        let mut s = format!(
+                            "LIST {shown}: {} files\n{}\n",
+                            list.len() + more,
+                            list.join("\n")
+                        );
                         if more > 0 {
                             s.push_str(&format!("[{more} more files; list a subfolder]\n"));
                         }
@@ -1080,7 +1096,10 @@ impl Agent {
                     content,
                 } => {
                     let inferred = path.is_none();
-                    let Some(path) = path.map(|p| self.fix_path(&p)).or_else(|| self.infer_target(&lang)) else {
+                    let Some(path) = path
+                        .map(|p| self.fix_path(&p))
+                        .or_else(|| self.infer_target(&lang))
+                    else {
                         // A block with no file named and none in the conversation: an
                         // example, not an edit.
                         continue;
@@ -1089,7 +1108,9 @@ impl Agent {
                         if inferred {
                             continue;
                         }
-                        problems.push(format!("{path} has two code blocks; write one block with the whole file"));
+                        problems.push(format!(
+                            "{path} has two code blocks; write one block with the whole file"
+                        ));
                         continue;
                     }
                     let abs = match self.opts.workspace.resolve(&path) {
@@ -1109,7 +1130,9 @@ impl Agent {
                             continue;
                         }
                     }
-                    let old_text = old.as_ref().map(|b| String::from_utf8_lossy(b).into_owned());
+                    let old_text = old
+                        .as_ref()
+                        .map(|b| String::from_utf8_lossy(b).into_owned());
                     match merge::merge(old_text.as_deref(), &content, &lang) {
                         Ok(m) => changes.push(Change {
                             path,
@@ -1131,7 +1154,9 @@ impl Agent {
                     applied_files = outcome.files;
                     // In a fix loop, an edit that changes nothing leaves the checks
                     // failing: say so, within the same bound of attempts.
-                    let unchanged_fix = !outcome.applied && !outcome.needs_reply && *fix_attempts > 0
+                    let unchanged_fix = !outcome.applied
+                        && !outcome.needs_reply
+                        && *fix_attempts > 0
                         && outcome.message == NO_CHANGE;
                     if unchanged_fix && *fix_attempts < self.opts.max_fix_attempts {
                         *fix_attempts += 1;
@@ -1184,7 +1209,9 @@ impl Agent {
             }
         }
         if !problems.is_empty() {
-            self.emit(Event::Malformed { problems: problems.clone() });
+            self.emit(Event::Malformed {
+                problems: problems.clone(),
+            });
             if *retries < MAX_RETRIES {
                 *retries += 1;
                 needs_reply = true;
@@ -1193,7 +1220,10 @@ impl Agent {
                     problems.join("\n- ")
                 ));
             } else {
-                self.error(format!("the model's reply could not be used: {}", problems.join("; ")));
+                self.error(format!(
+                    "the model's reply could not be used: {}",
+                    problems.join("; ")
+                ));
             }
         }
         if needs_reply && !results.is_empty() {
@@ -1232,13 +1262,16 @@ impl Agent {
         match self.opts.policy {
             Policy::None => {
                 self.emit(Event::EditDenied {
-                    reason: "not written: the approval policy is `none` (use --approve edits to write)".into(),
+                    reason:
+                        "not written: the approval policy is `none` (use --approve edits to write)"
+                            .into(),
                 });
                 return Ok(Some(ProposalOutcome {
                     applied: false,
                     files: Vec::new(),
                     needs_reply: false,
-                    message: "The edit was shown to the user but not written (approval policy).".into(),
+                    message: "The edit was shown to the user but not written (approval policy)."
+                        .into(),
                 }));
             }
             Policy::Edits | Policy::All => {}
@@ -1249,7 +1282,11 @@ impl Agent {
                     ev = recv_load(&mut self.loading) => { self.on_load_event(ev); continue; }
                 };
                 match op {
-                    Some(Op::SetHunk { file, hunk, accepted }) => {
+                    Some(Op::SetHunk {
+                        file,
+                        hunk,
+                        accepted,
+                    }) => {
                         if let Err(e) = proposal.set_hunk(file, hunk, accepted) {
                             self.error(e.to_string());
                         }
@@ -1257,7 +1294,9 @@ impl Agent {
                     Some(Op::SetAllHunks { accepted }) => proposal.set_all(accepted),
                     Some(Op::Apply) => break,
                     Some(Op::Interrupt) => {
-                        self.emit(Event::EditDenied { reason: "rejected".into() });
+                        self.emit(Event::EditDenied {
+                            reason: "rejected".into(),
+                        });
                         return Err(Flow::Interrupted);
                     }
                     Some(Op::Shutdown) | None => return Err(Flow::Shutdown),
@@ -1266,10 +1305,17 @@ impl Agent {
                 }
             },
         }
-        let accepted: usize = proposal.files.iter().flat_map(|f| &f.hunks).filter(|h| h.accepted).count();
+        let accepted: usize = proposal
+            .files
+            .iter()
+            .flat_map(|f| &f.hunks)
+            .filter(|h| h.accepted)
+            .count();
         let total: usize = proposal.files.iter().map(|f| f.hunks.len()).sum();
         if accepted == 0 {
-            self.emit(Event::EditDenied { reason: "every hunk was rejected".into() });
+            self.emit(Event::EditDenied {
+                reason: "every hunk was rejected".into(),
+            });
             return Ok(Some(ProposalOutcome {
                 applied: false,
                 files: Vec::new(),
@@ -1281,10 +1327,16 @@ impl Agent {
             Ok(applied) => {
                 if let Some(j) = &self.journal {
                     if let Err(e) = j.push(&applied) {
-                        self.error(format!("the edit was applied but could not be recorded for undo: {e}"));
+                        self.error(format!(
+                            "the edit was applied but could not be recorded for undo: {e}"
+                        ));
                     }
                 }
-                let files: Vec<String> = applied.files.iter().map(|f| self.opts.workspace.relative(&f.path)).collect();
+                let files: Vec<String> = applied
+                    .files
+                    .iter()
+                    .map(|f| self.opts.workspace.relative(&f.path))
+                    .collect();
                 // What the model saw is now what is on disk.
                 for f in &applied.files {
                     let rel = self.opts.workspace.relative(&f.path);
@@ -1299,16 +1351,28 @@ impl Agent {
                         }
                     }
                 }
-                self.emit(Event::EditApplied { files: files.clone() });
+                self.emit(Event::EditApplied {
+                    files: files.clone(),
+                });
                 let message = if accepted == total {
                     format!("Applied the edit to {}.", files.join(", "))
                 } else {
-                    format!("Applied {accepted} of {total} hunks to {}; the user rejected the others.", files.join(", "))
+                    format!(
+                        "Applied {accepted} of {total} hunks to {}; the user rejected the others.",
+                        files.join(", ")
+                    )
                 };
-                Ok(Some(ProposalOutcome { applied: true, files, needs_reply: false, message }))
+                Ok(Some(ProposalOutcome {
+                    applied: true,
+                    files,
+                    needs_reply: false,
+                    message,
+                }))
             }
             Err(e) => {
-                self.emit(Event::EditDenied { reason: e.to_string() });
+                self.emit(Event::EditDenied {
+                    reason: e.to_string(),
+                });
                 Ok(Some(ProposalOutcome {
                     applied: false,
                     files: Vec::new(),
@@ -1333,21 +1397,65 @@ impl Agent {
         }
         let id = self.id();
         let command = format!("python3 -m doctest -o NORMALIZE_WHITESPACE {file}");
-        self.emit(Event::Action { id, name: "check".into(), detail: format!("docstring examples of {file}") });
+        self.emit(Event::Action {
+            id,
+            name: "check".into(),
+            detail: format!("docstring examples of {file}"),
+        });
         let opts = ShellOptions {
             root: self.opts.workspace.root().to_path_buf(),
             timeout: Duration::from_secs(10),
             max_output: 2_000,
             sandbox: true,
         };
-        let r = shell::run(&command, &opts, std::future::pending()).await.ok()?;
+        let r = shell::run(&command, &opts, std::future::pending())
+            .await
+            .ok()?;
         let ok = r.success();
         self.emit(Event::ActionResult {
             id,
             ok,
-            summary: if ok { "the examples pass".into() } else { format!("the examples fail ({})", r.status_line()) },
+            summary: if ok {
+                "the examples pass".into()
+            } else {
+                format!("the examples fail ({})", r.status_line())
+            },
         });
         (!ok).then(|| r.output.trim_end().to_string())
+    }
+
+    /// Run a shell command while serving ops: an interrupt or shutdown kills it and is
+    /// returned as the flow to end the turn with; a model switch starts at once; other
+    /// ops wait their turn.
+    async fn run_shell(
+        &mut self,
+        command: &str,
+        opts: &ShellOptions,
+    ) -> (std::io::Result<shell::ShellResult>, Option<Flow>) {
+        let (int_tx, int_rx) = tokio::sync::oneshot::channel::<()>();
+        let run = shell::run(command, opts, async {
+            let _ = int_rx.await;
+        });
+        tokio::pin!(run);
+        let mut int_tx = Some(int_tx);
+        let mut stop: Option<Flow> = None;
+        loop {
+            tokio::select! {
+                r = &mut run => return (r, stop),
+                op = self.ops.recv(), if int_tx.is_some() => {
+                    let flow = match op {
+                        Some(Op::Interrupt) => Flow::Interrupted,
+                        Some(Op::Shutdown) | None => Flow::Shutdown,
+                        Some(Op::SwitchModel { model }) => { self.switch_model(&model); continue; }
+                        Some(other) => { self.queued.push_back(other); continue; }
+                    };
+                    stop = Some(flow);
+                    if let Some(t) = int_tx.take() {
+                        let _ = t.send(());
+                    }
+                }
+            }
+        }
     }
 
     /// Run a command under the policy; the text for the model.
@@ -1357,17 +1465,37 @@ impl Agent {
         let sandboxed = shell::landlock_abi() > 0;
         let approved_by_person = match self.opts.policy {
             Policy::None | Policy::Edits => {
-                let reason = format!("not run: the approval policy `{}` does not allow commands", match self.opts.policy { Policy::None => "none", _ => "edits" });
-                self.emit(Event::Command { id, command: command.to_string() });
-                self.emit(Event::CommandOutput { id, output: reason.clone(), exit_code: None });
+                let reason = format!(
+                    "not run: the approval policy `{}` does not allow commands",
+                    match self.opts.policy {
+                        Policy::None => "none",
+                        _ => "edits",
+                    }
+                );
+                self.emit(Event::Command {
+                    id,
+                    command: command.to_string(),
+                });
+                self.emit(Event::CommandOutput {
+                    id,
+                    output: reason.clone(),
+                    exit_code: None,
+                });
                 return Ok((format!("$ {command}\n[{reason}]"), false));
             }
             Policy::All => {
                 if !sandboxed {
                     if let Some(why) = unsafe_without_sandbox(command) {
                         let reason = format!("denied without a sandbox: {why}");
-                        self.emit(Event::Command { id, command: command.to_string() });
-                        self.emit(Event::CommandOutput { id, output: reason.clone(), exit_code: None });
+                        self.emit(Event::Command {
+                            id,
+                            command: command.to_string(),
+                        });
+                        self.emit(Event::CommandOutput {
+                            id,
+                            output: reason.clone(),
+                            exit_code: None,
+                        });
                         return Ok((format!("$ {command}\n[{reason}]"), false));
                     }
                 }
@@ -1375,7 +1503,10 @@ impl Agent {
             }
             Policy::Ask if self.allowed_programs.contains(&program) => true,
             Policy::Ask => {
-                self.emit(Event::ApprovalRequest { id, command: command.to_string() });
+                self.emit(Event::ApprovalRequest {
+                    id,
+                    command: command.to_string(),
+                });
                 let decision = loop {
                     match self.next_op_in_turn().await? {
                         Op::Approval { id: got, decision } if got == id => break decision,
@@ -1384,9 +1515,19 @@ impl Agent {
                 };
                 match decision {
                     ApprovalDecision::Deny => {
-                        self.emit(Event::Command { id, command: command.to_string() });
-                        self.emit(Event::CommandOutput { id, output: "denied by the user".into(), exit_code: None });
-                        return Ok((format!("$ {command}\n[the user denied this command]"), false));
+                        self.emit(Event::Command {
+                            id,
+                            command: command.to_string(),
+                        });
+                        self.emit(Event::CommandOutput {
+                            id,
+                            output: "denied by the user".into(),
+                            exit_code: None,
+                        });
+                        return Ok((
+                            format!("$ {command}\n[the user denied this command]"),
+                            false,
+                        ));
                     }
                     ApprovalDecision::AlwaysForProgram => {
                         self.allowed_programs.insert(program);
@@ -1396,7 +1537,10 @@ impl Agent {
                 true
             }
         };
-        self.emit(Event::Command { id, command: command.to_string() });
+        self.emit(Event::Command {
+            id,
+            command: command.to_string(),
+        });
         let opts = ShellOptions {
             root: self.opts.workspace.root().to_path_buf(),
             timeout: self.opts.command_timeout,
@@ -1404,36 +1548,33 @@ impl Agent {
             // A person approved it: it runs as they would run it. Otherwise: sandboxed.
             sandbox: !approved_by_person,
         };
-        let (int_tx, int_rx) = tokio::sync::oneshot::channel::<()>();
-        let run = shell::run(command, &opts, async {
-            let _ = int_rx.await;
-        });
-        tokio::pin!(run);
-        let mut int_tx = Some(int_tx);
-        let mut outcome = None;
-        let mut stop: Option<Flow> = None;
-        while outcome.is_none() {
-            tokio::select! {
-                r = &mut run => outcome = Some(r),
-                op = self.ops.recv(), if int_tx.is_some() => match op {
-                    Some(Op::Interrupt) => { stop = Some(Flow::Interrupted); if let Some(t) = int_tx.take() { let _ = t.send(()); } }
-                    Some(Op::Shutdown) | None => { stop = Some(Flow::Shutdown); if let Some(t) = int_tx.take() { let _ = t.send(()); } }
-                    Some(Op::SwitchModel { model }) => self.switch_model(&model),
-                    Some(other) => self.queued.push_back(other),
-                },
-            }
-        }
-        match outcome.expect("set") {
+        let (outcome, stop) = self.run_shell(command, &opts).await;
+        match outcome {
             Ok(r) => {
-                self.emit(Event::CommandOutput { id, output: r.output.clone(), exit_code: r.exit_code() });
+                self.emit(Event::CommandOutput {
+                    id,
+                    output: r.output.clone(),
+                    exit_code: r.exit_code(),
+                });
                 if let Some(flow) = stop {
                     return Err(flow);
                 }
-                Ok((format!("$ {command}\n{}\n({})", r.output.trim_end(), r.status_line()), r.success()))
+                Ok((
+                    format!(
+                        "$ {command}\n{}\n({})",
+                        r.output.trim_end(),
+                        r.status_line()
+                    ),
+                    r.success(),
+                ))
             }
             Err(e) => {
                 let msg = format!("could not start the command: {e}");
-                self.emit(Event::CommandOutput { id, output: msg.clone(), exit_code: None });
+                self.emit(Event::CommandOutput {
+                    id,
+                    output: msg.clone(),
+                    exit_code: None,
+                });
                 if let Some(flow) = stop {
                     return Err(flow);
                 }

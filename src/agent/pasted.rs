@@ -125,7 +125,11 @@ pub fn primary<'a>(text: &str, refs: &'a [Reference]) -> Option<&'a Reference> {
         p.contains("test") || p.contains("spec")
     };
     let code: Vec<&Reference> = refs.iter().filter(|r| !is_test(r)).collect();
-    let pool: Vec<&Reference> = if code.is_empty() { refs.iter().collect() } else { code };
+    let pool: Vec<&Reference> = if code.is_empty() {
+        refs.iter().collect()
+    } else {
+        code
+    };
     if text.contains("Traceback (most recent call last)") {
         pool.last().copied()
     } else {
@@ -150,7 +154,10 @@ pub fn quote(ws: &Workspace, refs: &[Reference], context: usize, max: usize) -> 
         }
         let from = r.line.saturating_sub(context + 1);
         let to = (r.line + context).min(lines.len());
-        out.push_str(&format!("{}:{} (from `{}`)\n```\n", r.path, r.line, r.written));
+        out.push_str(&format!(
+            "{}:{} (from `{}`)\n```\n",
+            r.path, r.line, r.written
+        ));
         for (i, l) in lines[from..to].iter().enumerate() {
             let n = from + i + 1;
             let mark = if n == r.line { ">" } else { " " };
@@ -232,10 +239,16 @@ mod tests {
         let (_d, ws, files) = repo();
         let tb = "Traceback (most recent call last):\n  File \"/x/lib/app.js\", line 1, in t\n  File \"/app/src/calc.py\", line 2, in div\nZeroDivisionError\n";
         let refs = references(&ws, tb, &files);
-        assert_eq!(primary(tb, &refs).map(|r| r.path.as_str()), Some("src/calc.py"));
+        assert_eq!(
+            primary(tb, &refs).map(|r| r.path.as_str()),
+            Some("src/calc.py")
+        );
         let js = "TypeError: x\n    at f (/h/lib/app.js:2:3)\n    at g (/h/web/a.ts:1:1)\n";
         let refs = references(&ws, js, &files);
-        assert_eq!(primary(js, &refs).map(|r| r.path.as_str()), Some("lib/app.js"));
+        assert_eq!(
+            primary(js, &refs).map(|r| r.path.as_str()),
+            Some("lib/app.js")
+        );
     }
 
     #[test]

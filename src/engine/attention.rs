@@ -247,14 +247,17 @@ pub fn attention_f32(q: &[f32], k: &[f16], v: &[f16], s: AttnShape) -> Vec<f32> 
             out
         })
         .collect();
+    // Each group holds its heads in order, (n_rep, seq, hd): together (n_head, seq, hd).
+    rows_from_heads(&per_group.concat(), n_head, seq, hd)
+}
+
+/// (n_head, seq, hd) -> (seq, n_head * hd): the layout the output projection takes.
+fn rows_from_heads(per_head: &[f32], n_head: usize, seq: usize, hd: usize) -> Vec<f32> {
     let mut out = vec![0f32; seq * n_head * hd];
-    for (g, group) in per_group.iter().enumerate() {
-        for r in 0..n_rep {
-            let h = g * n_rep + r;
-            for i in 0..seq {
-                out[(i * n_head + h) * hd..(i * n_head + h + 1) * hd]
-                    .copy_from_slice(&group[(r * seq + i) * hd..(r * seq + i + 1) * hd]);
-            }
+    for h in 0..n_head {
+        for i in 0..seq {
+            out[(i * n_head + h) * hd..(i * n_head + h + 1) * hd]
+                .copy_from_slice(&per_head[(h * seq + i) * hd..(h * seq + i + 1) * hd]);
         }
     }
     out
@@ -264,7 +267,12 @@ pub fn attention_f32(q: &[f32], k: &[f16], v: &[f16], s: AttnShape) -> Vec<f32> 
 fn dot8(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ac.remainder().iter().zip(bc.remainder()).map(|(x, y)| x * y).sum();
+    let tail: f32 = ac
+        .remainder()
+        .iter()
+        .zip(bc.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
     for (x, y) in ac.zip(bc) {
         for l in 0..8 {
             acc[l] += x[l] * y[l];
@@ -365,15 +373,7 @@ pub fn attention_tiled(q: &[f32], k: &[f16], v: &[f16], s: AttnShape) -> Vec<f32
             acc
         })
         .collect();
-    // (n_head, seq, hd) -> (seq, n_head * hd)
-    let mut out = vec![0f32; seq * n_head * hd];
-    for (h, acc) in per_head.iter().enumerate() {
-        for i in 0..seq {
-            out[(i * n_head + h) * hd..(i * n_head + h + 1) * hd]
-                .copy_from_slice(&acc[i * hd..(i + 1) * hd]);
-        }
-    }
-    out
+    rows_from_heads(&per_head.concat(), n_head, seq, hd)
 }
 
 /// GCC's `_mm512_reduce_add_ps` order over 16 lanes.
@@ -435,12 +435,25 @@ mod tests {
 
     #[test]
     fn the_f32_path_matches_plain_softmax_attention() {
-        let s = AttnShape { n_head: 4, n_kv_head: 2, head_dim: 20, seq: 3, pos: 5, capacity: 12 };
+        let s = AttnShape {
+            n_head: 4,
+            n_kv_head: 2,
+            head_dim: 20,
+            seq: 3,
+            pos: 5,
+            capacity: 12,
+        };
         let wave =
             |n: usize, f: f32| -> Vec<f32> { (0..n).map(|i| ((i as f32) * f).sin()).collect() };
         let q = wave(s.n_head * s.seq * s.head_dim, 0.37);
-        let k: Vec<f16> = wave(s.n_kv_head * s.capacity * s.head_dim, 0.11).into_iter().map(f16::from_f32).collect();
-        let v: Vec<f16> = wave(s.n_kv_head * s.capacity * s.head_dim, 0.23).into_iter().map(f16::from_f32).collect();
+        let k: Vec<f16> = wave(s.n_kv_head * s.capacity * s.head_dim, 0.11)
+            .into_iter()
+            .map(f16::from_f32)
+            .collect();
+        let v: Vec<f16> = wave(s.n_kv_head * s.capacity * s.head_dim, 0.23)
+            .into_iter()
+            .map(f16::from_f32)
+            .collect();
         let want = reference(&q, &k, &v, s);
         let got = attention_f32(&q, &k, &v, s);
         assert_eq!(got.len(), want.len());

@@ -98,12 +98,19 @@ pub fn rewrite_prompt(lines: usize) -> (String, usize) {
     (prompt, n)
 }
 
-pub fn rewrite(engine: &EngineHandle, lines: usize, max_tokens: usize) -> Result<RewriteRow, EngineError> {
+pub fn rewrite(
+    engine: &EngineHandle,
+    lines: usize,
+    max_tokens: usize,
+) -> Result<RewriteRow, EngineError> {
     let (prompt, file_lines) = rewrite_prompt(lines);
     let run = |speculate: bool| {
         engine.clear_cache();
         let mut req = GenerateRequest::new(
-            Prompt::Chat(vec![super::template::ChatMessage::new("user", prompt.clone())]),
+            Prompt::Chat(vec![super::template::ChatMessage::new(
+                "user",
+                prompt.clone(),
+            )]),
             max_tokens,
         );
         req.speculate = speculate;

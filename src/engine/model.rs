@@ -278,10 +278,18 @@ impl Model {
                     let rows = |from: usize, to: usize| -> Vec<f32> {
                         // q is (n_head, seq, hd): take rows from..to of every head.
                         (0..n_head)
-                            .flat_map(|h| q[(h * seq + from) * hd..(h * seq + to) * hd].iter().copied())
+                            .flat_map(|h| {
+                                q[(h * seq + from) * hd..(h * seq + to) * hd]
+                                    .iter()
+                                    .copied()
+                            })
                             .collect()
                     };
-                    let part = |from: usize, to: usize| AttnShape { seq: to - from, pos: pos + from, ..shape };
+                    let part = |from: usize, to: usize| AttnShape {
+                        seq: to - from,
+                        pos: pos + from,
+                        ..shape
+                    };
                     let mut y = attention_online_f16(&rows(0, split), k, v, part(0, split));
                     y.extend(attention_f32(&rows(split, seq), k, v, part(split, seq)));
                     y

@@ -68,9 +68,19 @@ fn is_definition(kind: &str) -> bool {
 fn is_container(kind: &str) -> bool {
     matches!(
         kind,
-        "declaration_list" | "class_body" | "block" | "decorated_definition" | "export_statement"
-            | "type_declaration" | "interface_body" | "object_type" | "program" | "source_file"
-            | "module" | "lexical_declaration" | "variable_declarator"
+        "declaration_list"
+            | "class_body"
+            | "block"
+            | "decorated_definition"
+            | "export_statement"
+            | "type_declaration"
+            | "interface_body"
+            | "object_type"
+            | "program"
+            | "source_file"
+            | "module"
+            | "lexical_declaration"
+            | "variable_declarator"
     )
 }
 
@@ -121,14 +131,22 @@ fn walk(node: Node, src: &[u8], depth: usize, out: &mut Vec<Symbol>) {
                 }
             }
         } else if kind == "variable_declarator"
-            && child
-                .child_by_field_name("value")
-                .is_some_and(|v| matches!(v.kind(), "arrow_function" | "function_expression" | "function"))
+            && child.child_by_field_name("value").is_some_and(|v| {
+                matches!(
+                    v.kind(),
+                    "arrow_function" | "function_expression" | "function"
+                )
+            })
         {
             // `const handler = (req) => { … }`
             out.push(Symbol {
                 name: name_of(child, src),
-                signature: signature(child, src).split("=>").next().unwrap_or("").trim().to_string(),
+                signature: signature(child, src)
+                    .split("=>")
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_string(),
                 line: child.start_position().row + 1,
                 nested: depth > 0,
             });
@@ -194,8 +212,17 @@ pub fn render(
             if conversation.contains(&f.path) || conversation.contains(stem) {
                 score += 100;
             }
-            score += 10 * f.symbols.iter().filter(|s| said.contains(&s.name.to_lowercase())).count() as i64;
-            score += f.path.split('/').filter(|part| said.contains(&part.to_lowercase())).count() as i64 * 5;
+            score += 10
+                * f.symbols
+                    .iter()
+                    .filter(|s| said.contains(&s.name.to_lowercase()))
+                    .count() as i64;
+            score += f
+                .path
+                .split('/')
+                .filter(|part| said.contains(&part.to_lowercase()))
+                .count() as i64
+                * 5;
             // Shallow paths first among equals: entry points and top-level modules.
             score -= f.path.matches('/').count() as i64;
             (score, f)
@@ -267,8 +294,14 @@ mod tests {
     #[test]
     fn ranking_follows_the_conversation_and_the_budget_holds() {
         let files = vec![
-            FileSymbols { path: "src/a.py".into(), symbols: symbols("a.py", "def alpha():\n    pass\n").unwrap() },
-            FileSymbols { path: "src/b.py".into(), symbols: symbols("b.py", "def parse_config():\n    pass\n").unwrap() },
+            FileSymbols {
+                path: "src/a.py".into(),
+                symbols: symbols("a.py", "def alpha():\n    pass\n").unwrap(),
+            },
+            FileSymbols {
+                path: "src/b.py".into(),
+                symbols: symbols("b.py", "def parse_config():\n    pass\n").unwrap(),
+            },
         ];
         let count = |t: &str| t.len() / 4;
         let map = render(&files, "why does parse_config fail?", 1000, &count);

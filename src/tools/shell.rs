@@ -118,6 +118,17 @@ fn cut(bytes: &[u8], max: usize) -> String {
     )
 }
 
+/// Append everything `pipe` yields to `buf` until it closes.
+async fn drain(mut pipe: impl tokio::io::AsyncRead + Unpin, buf: Arc<Mutex<Vec<u8>>>) {
+    let mut chunk = [0u8; 8192];
+    while let Ok(n) = pipe.read(&mut chunk).await {
+        if n == 0 {
+            break;
+        }
+        buf.lock().expect("buffer").extend_from_slice(&chunk[..n]);
+    }
+}
+
 /// Run `script` with `sh -c`. Resolves when it exits, times out, or `interrupt`
 /// completes (then the process group is killed).
 pub async fn run(
@@ -155,29 +166,12 @@ pub async fn run(
     }
     let mut child = cmd.spawn()?;
     let pgid = child.id().map(|id| id as i32);
-    let mut stdout = child.stdout.take().expect("piped");
-    let mut stderr = child.stderr.take().expect("piped");
+    let stdout = child.stdout.take().expect("piped");
+    let stderr = child.stderr.take().expect("piped");
     // One buffer, in arrival order, so errors sit next to the output they follow.
     let buf = Arc::new(Mutex::new(Vec::<u8>::new()));
-    let (b1, b2) = (buf.clone(), buf.clone());
-    let out_task = tokio::spawn(async move {
-        let mut chunk = [0u8; 8192];
-        while let Ok(n) = stdout.read(&mut chunk).await {
-            if n == 0 {
-                break;
-            }
-            b1.lock().expect("buffer").extend_from_slice(&chunk[..n]);
-        }
-    });
-    let err_task = tokio::spawn(async move {
-        let mut chunk = [0u8; 8192];
-        while let Ok(n) = stderr.read(&mut chunk).await {
-            if n == 0 {
-                break;
-            }
-            b2.lock().expect("buffer").extend_from_slice(&chunk[..n]);
-        }
-    });
+    let out_task = tokio::spawn(drain(stdout, buf.clone()));
+    let err_task = tokio::spawn(drain(stderr, buf.clone()));
     let kill_group = |pgid: Option<i32>| {
         if let Some(p) = pgid {
             // SAFETY: signalling a process group we created.
@@ -222,9 +216,13 @@ mod tests {
     #[tokio::test]
     async fn runs_in_the_root_with_stdin_closed() {
         let d = tempfile::tempdir().unwrap();
-        let r = run("pwd; cat; echo err >&2; exit 3", &opts(d.path(), false), std::future::pending())
-            .await
-            .unwrap();
+        let r = run(
+            "pwd; cat; echo err >&2; exit 3",
+            &opts(d.path(), false),
+            std::future::pending(),
+        )
+        .await
+        .unwrap();
         assert_eq!(r.ended, Ended::Exited(Some(3)));
         let root = d.path().canonicalize().unwrap();
         assert!(r.output.contains(root.to_str().unwrap()), "{}", r.output);
@@ -253,9 +251,13 @@ mod tests {
     #[tokio::test]
     async fn long_output_is_cut_with_a_note() {
         let d = tempfile::tempdir().unwrap();
-        let r = run("seq 1 100000", &opts(d.path(), false), std::future::pending())
-            .await
-            .unwrap();
+        let r = run(
+            "seq 1 100000",
+            &opts(d.path(), false),
+            std::future::pending(),
+        )
+        .await
+        .unwrap();
         assert!(r.output.len() < 4200);
         assert!(r.output.contains("cut to fit the budget"));
         assert!(r.output.starts_with("1\n2\n") && r.output.ends_with("100000\n"));

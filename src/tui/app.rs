@@ -307,14 +307,20 @@ impl App {
             }
             return ops;
         }
-        for (action, tier) in [("tier_tiny", "tiny"), ("tier_fast", "fast"), ("tier_quality", "quality")] {
+        for (action, tier) in [
+            ("tier_tiny", "tiny"),
+            ("tier_fast", "fast"),
+            ("tier_quality", "quality"),
+        ] {
             if self.keys.is(action, &key) {
                 self.switch_to(tier, &mut ops);
                 return ops;
             }
         }
         if self.keys.is("help", &key)
-            || (key.code == KeyCode::Char('?') && self.composer.is_empty() && self.focus == Focus::Composer)
+            || (key.code == KeyCode::Char('?')
+                && self.composer.is_empty()
+                && self.focus == Focus::Composer)
         {
             self.help = true;
             return ops;
@@ -386,7 +392,11 @@ impl App {
             let accepted = k.is("accept_hunk", key);
             let (file, hunk) = diff.set_current(accepted)?;
             diff.step_hunk(true);
-            return Some(Op::SetHunk { file, hunk, accepted });
+            return Some(Op::SetHunk {
+                file,
+                hunk,
+                accepted,
+            });
         } else if pending && (k.is("accept_all", key) || k.is("reject_all", key)) {
             let accepted = k.is("accept_all", key);
             diff.set_all(accepted);
@@ -423,23 +433,31 @@ impl App {
                         .iter()
                         .map(|(t, installed)| {
                             let mark = if *t == self.status.model { "▶" } else { " " };
-                            let inst = if *installed { "" } else { " (not installed: lcode models pull)" };
+                            let inst = if *installed {
+                                ""
+                            } else {
+                                " (not installed: lcode models pull)"
+                            };
                             format!("{mark} {t}{inst}")
                         })
                         .collect();
                     self.notice(format!("tiers: {}", list.join("  ")));
                 }
                 "model" => self.switch_to(arg, ops),
-                "add" | "drop" if arg.is_empty() => {
-                    self.chat.push(CellKind::Error(format!("/{name} needs a path: /{name} src/main.rs")))
-                }
+                "add" | "drop" if arg.is_empty() => self.chat.push(CellKind::Error(format!(
+                    "/{name} needs a path: /{name} src/main.rs"
+                ))),
                 "add" => ops.push(Op::AddFile { path: arg.into() }),
                 "drop" => ops.push(Op::DropFile { path: arg.into() }),
                 "undo" => ops.push(Op::Undo),
                 "diff" if self.diff.is_some() => self.focus = Focus::Diff,
                 "diff" => self.notice("no edit has been proposed yet"),
-                "run" if arg.is_empty() => self.chat.push(CellKind::Error("/run needs a command: /run cargo test".into())),
-                "run" => ops.push(Op::RunCommand { command: arg.into() }),
+                "run" if arg.is_empty() => self.chat.push(CellKind::Error(
+                    "/run needs a command: /run cargo test".into(),
+                )),
+                "run" => ops.push(Op::RunCommand {
+                    command: arg.into(),
+                }),
                 "clear" => {
                     self.chat = Chat::default();
                     self.diff = None;
@@ -467,8 +485,19 @@ impl App {
         Block::default()
             .borders(Borders::ALL)
             .border_type(BorderType::Rounded)
-            .border_style(if focused { self.theme.focus } else { self.theme.border })
-            .title(Span::styled(format!(" {title} "), if focused { self.theme.focus } else { self.theme.border }))
+            .border_style(if focused {
+                self.theme.focus
+            } else {
+                self.theme.border
+            })
+            .title(Span::styled(
+                format!(" {title} "),
+                if focused {
+                    self.theme.focus
+                } else {
+                    self.theme.border
+                },
+            ))
     }
 
     fn state_text(&self) -> String {
@@ -524,16 +553,36 @@ impl App {
             row("ttft", fig(st.ttft_ms, 0), "ms"),
             row("prefill", fig(st.prefill_tps, 1), "tok/s"),
             row("decode", fig(st.decode_tps, 1), "tok/s"),
-            row("cached", if st.reused_tokens > 0 { st.reused_tokens.to_string() } else { "—".into() }, "tokens"),
+            row(
+                "cached",
+                if st.reused_tokens > 0 {
+                    st.reused_tokens.to_string()
+                } else {
+                    "—".into()
+                },
+                "tokens",
+            ),
             Line::from(vec![
                 Span::styled(format!("{:<9}", "context"), t.muted),
                 Span::styled("█".repeat(filled), t.status),
                 Span::styled("░".repeat(bar_w - filled), t.muted),
                 Span::styled(format!(" {ctx_used}/{} tokens", st.context_size), t.muted),
             ]),
-            row("kv cache", fig(st.kv_bytes as f64 / (1u64 << 20) as f64, 0), "MB"),
+            row(
+                "kv cache",
+                fig(st.kv_bytes as f64 / (1u64 << 20) as f64, 0),
+                "MB",
+            ),
             row("memory", fig(st.rss_mb, 0), "MB"),
-            row("sandbox", if self.status.sandbox { "landlock".into() } else { "none".into() }, ""),
+            row(
+                "sandbox",
+                if self.status.sandbox {
+                    "landlock".into()
+                } else {
+                    "none".into()
+                },
+                "",
+            ),
         ]
     }
 
@@ -541,14 +590,30 @@ impl App {
     fn status_bar(&self) -> Vec<Line<'static>> {
         let st = &self.status.stats;
         let t = &self.theme;
-        let fig = |v: f64, d: usize| if v > 0.0 { format!("{v:.d$}") } else { "—".into() };
-        let model = if self.status.model.is_empty() { "—".to_string() } else { self.status.model.clone() };
+        let fig = |v: f64, d: usize| {
+            if v > 0.0 {
+                format!("{v:.d$}")
+            } else {
+                "—".into()
+            }
+        };
+        let model = if self.status.model.is_empty() {
+            "—".to_string()
+        } else {
+            self.status.model.clone()
+        };
         vec![
             Line::from(vec![
                 Span::styled(format!(" {model}"), t.status.add_modifier(Modifier::BOLD)),
                 Span::styled(format!(" · {}", self.state_text()), t.status),
                 Span::styled(
-                    format!(" · ctx {}/{} tokens · kv {} MB · mem {} MB", st.context_used, st.context_size, fig(st.kv_bytes as f64 / (1u64 << 20) as f64, 0), fig(st.rss_mb, 0)),
+                    format!(
+                        " · ctx {}/{} tokens · kv {} MB · mem {} MB",
+                        st.context_used,
+                        st.context_size,
+                        fig(st.kv_bytes as f64 / (1u64 << 20) as f64, 0),
+                        fig(st.rss_mb, 0)
+                    ),
                     t.muted,
                 ),
             ]),
@@ -558,7 +623,11 @@ impl App {
                     fig(st.ttft_ms, 0),
                     fig(st.prefill_tps, 1),
                     fig(st.decode_tps, 1),
-                    if st.reused_tokens > 0 { st.reused_tokens.to_string() } else { "—".into() },
+                    if st.reused_tokens > 0 {
+                        st.reused_tokens.to_string()
+                    } else {
+                        "—".into()
+                    },
                 ),
                 t.muted,
             )),
@@ -571,12 +640,16 @@ impl App {
         let comp_lines = self.composer.display_text();
         let comp_h = (comp_lines.len() as u16 + 2).clamp(3, 10);
         let completions = self.composer.completions();
-        let hint_h = u16::from(self.hint.is_some() || !completions.is_empty()).max(completions.len().min(6) as u16);
+        let hint_h = u16::from(self.hint.is_some() || !completions.is_empty())
+            .max(completions.len().min(6) as u16);
         let wide = area.width >= WIDE;
         let (main, side) = if wide {
             let cols = Layout::default()
                 .direction(Direction::Horizontal)
-                .constraints([Constraint::Min(40), Constraint::Length(SIDE_WIDTH.max(area.width * 2 / 5))])
+                .constraints([
+                    Constraint::Min(40),
+                    Constraint::Length(SIDE_WIDTH.max(area.width * 2 / 5)),
+                ])
                 .split(area);
             (cols[0], Some(cols[1]))
         } else {
@@ -609,8 +682,14 @@ impl App {
             b.render(chat_area, buf);
             if self.chat.cells.is_empty() {
                 Paragraph::new(vec![
-                    Line::from(Span::styled("Ask about this repository, paste an error, or describe a change.", self.theme.muted)),
-                    Line::from(Span::styled("Enter sends · Alt+Enter new line · /help commands · F1 keys", self.theme.muted)),
+                    Line::from(Span::styled(
+                        "Ask about this repository, paste an error, or describe a change.",
+                        self.theme.muted,
+                    )),
+                    Line::from(Span::styled(
+                        "Enter sends · Alt+Enter new line · /help commands · F1 keys",
+                        self.theme.muted,
+                    )),
                 ])
                 .wrap(Wrap { trim: false })
                 .render(inner, buf);
@@ -623,18 +702,33 @@ impl App {
             let mut lines: Vec<Line> = completions
                 .iter()
                 .take(6)
-                .map(|(c, d)| Line::from(vec![Span::styled(format!(" {c:<8}"), self.theme.focus), Span::styled(format!(" {d}"), self.theme.muted)]))
+                .map(|(c, d)| {
+                    Line::from(vec![
+                        Span::styled(format!(" {c:<8}"), self.theme.focus),
+                        Span::styled(format!(" {d}"), self.theme.muted),
+                    ])
+                })
                 .collect();
             if lines.is_empty() {
                 if let Some(h) = &self.hint {
-                    lines.push(Line::from(Span::styled(format!(" {h}"), self.theme.warning)));
+                    lines.push(Line::from(Span::styled(
+                        format!(" {h}"),
+                        self.theme.warning,
+                    )));
                 }
             }
             Paragraph::new(lines).render(hint_area, buf);
         }
 
-        let title = if self.busy { "prompt · Esc interrupts" } else { "prompt" };
-        let b = self.block(title, self.focus == Focus::Composer && self.approval.is_none());
+        let title = if self.busy {
+            "prompt · Esc interrupts"
+        } else {
+            "prompt"
+        };
+        let b = self.block(
+            title,
+            self.focus == Focus::Composer && self.approval.is_none(),
+        );
         let inner = b.inner(comp_area);
         b.render(comp_area, buf);
         let visible = inner.height as usize;
@@ -672,7 +766,11 @@ impl App {
             b.render(parts[1], buf);
             match &self.diff {
                 Some(d) => d.render(inner, buf, &self.theme, self.focus == Focus::Diff),
-                None => Paragraph::new(Line::from(Span::styled("no pending edit", self.theme.muted))).render(inner, buf),
+                None => Paragraph::new(Line::from(Span::styled(
+                    "no pending edit",
+                    self.theme.muted,
+                )))
+                .render(inner, buf),
             }
         }
 
@@ -684,13 +782,19 @@ impl App {
             let inner = b.inner(r);
             b.render(r, buf);
             Paragraph::new(vec![
-                Line::from(Span::styled(format!("$ {command}"), self.theme.tool.add_modifier(Modifier::BOLD))),
+                Line::from(Span::styled(
+                    format!("$ {command}"),
+                    self.theme.tool.add_modifier(Modifier::BOLD),
+                )),
                 Line::default(),
                 Line::from(vec![
                     Span::styled("y", self.theme.focus),
                     Span::styled(" run once   ", self.theme.assistant),
                     Span::styled("a", self.theme.focus),
-                    Span::styled(format!(" always run {}   ", crate::agent::program_of(command)), self.theme.assistant),
+                    Span::styled(
+                        format!(" always run {}   ", crate::agent::program_of(command)),
+                        self.theme.assistant,
+                    ),
                     Span::styled("n/Esc", self.theme.focus),
                     Span::styled(" deny", self.theme.assistant),
                 ]),
@@ -708,7 +812,10 @@ impl App {
             }
             lines.push(Line::from(vec![
                 Span::styled(format!(" {:<9}", "ctrl-c"), self.theme.status),
-                Span::styled("interrupt · clear the prompt · twice to quit", self.theme.assistant),
+                Span::styled(
+                    "interrupt · clear the prompt · twice to quit",
+                    self.theme.assistant,
+                ),
             ]));
             lines.push(Line::from(Span::styled("commands", self.theme.focus)));
             for (c, d) in COMMANDS {

@@ -61,8 +61,13 @@ impl Cell {
     }
 
     /// The cell's lines at `width`, from the cache when nothing changed.
-    pub fn display_lines(&self, width: usize, theme: &Theme) -> std::cell::Ref<'_, Vec<Line<'static>>> {
-        let fresh = matches!(&*self.cache.borrow(), Some((w, v, _)) if *w == width && *v == self.version);
+    pub fn display_lines(
+        &self,
+        width: usize,
+        theme: &Theme,
+    ) -> std::cell::Ref<'_, Vec<Line<'static>>> {
+        let fresh =
+            matches!(&*self.cache.borrow(), Some((w, v, _)) if *w == width && *v == self.version);
         if !fresh {
             let lines = render_cell(&self.kind, width, theme);
             *self.cache.borrow_mut() = Some((width, self.version, lines));
@@ -78,7 +83,10 @@ fn render_cell(kind: &CellKind, width: usize, theme: &Theme) -> Vec<Line<'static
             for (i, l) in text.lines().enumerate() {
                 let lead = if i == 0 { "› " } else { "  " };
                 lines.extend(wrap(
-                    vec![Span::styled(lead, theme.user), Span::styled(l.to_string(), theme.user)],
+                    vec![
+                        Span::styled(lead, theme.user),
+                        Span::styled(l.to_string(), theme.user),
+                    ],
                     width,
                     "  ",
                 ));
@@ -131,7 +139,11 @@ fn render_cell(kind: &CellKind, width: usize, theme: &Theme) -> Vec<Line<'static
             if let Some(out) = output {
                 let all: Vec<&str> = out.lines().collect();
                 for l in all.iter().take(FOLDED_LINES) {
-                    lines.extend(wrap(vec![Span::styled(format!("  {l}"), theme.muted)], width, "  "));
+                    lines.extend(wrap(
+                        vec![Span::styled(format!("  {l}"), theme.muted)],
+                        width,
+                        "  ",
+                    ));
                 }
                 if all.len() > FOLDED_LINES {
                     lines.push(Line::from(Span::styled(
@@ -142,8 +154,16 @@ fn render_cell(kind: &CellKind, width: usize, theme: &Theme) -> Vec<Line<'static
             }
             lines
         }
-        CellKind::Notice(text) => wrap(vec![Span::styled(format!("· {text}"), theme.status)], width, "  "),
-        CellKind::Error(text) => wrap(vec![Span::styled(format!("! {text}"), theme.error)], width, "  "),
+        CellKind::Notice(text) => wrap(
+            vec![Span::styled(format!("· {text}"), theme.status)],
+            width,
+            "  ",
+        ),
+        CellKind::Error(text) => wrap(
+            vec![Span::styled(format!("! {text}"), theme.error)],
+            width,
+            "  ",
+        ),
     };
     out.push(Line::default());
     out

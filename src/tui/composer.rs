@@ -74,7 +74,10 @@ impl Composer {
 
     /// The cursor as (row, display column) in the folded text.
     pub fn cursor(&self) -> (usize, usize) {
-        (self.row, self.fold(&self.lines[self.row][..self.col]).width())
+        (
+            self.row,
+            self.fold(&self.lines[self.row][..self.col]).width(),
+        )
     }
 
     pub fn clear(&mut self) {
@@ -302,7 +305,8 @@ mod tests {
         for ch in "look: ".chars() {
             c.insert_char(ch);
         }
-        let tb = "Traceback (most recent call last):\n  File \"a.py\", line 1\n    x\nNameError: x\n";
+        let tb =
+            "Traceback (most recent call last):\n  File \"a.py\", line 1\n    x\nNameError: x\n";
         c.paste(tb);
         assert_eq!(c.display_text(), vec!["look: [pasted 4 lines]"]);
         assert_eq!(c.text(), format!("look: {tb}"));
@@ -321,7 +325,11 @@ mod tests {
         c.up();
         assert_eq!(c.text(), "second\nline");
         c.up();
-        assert_eq!(c.text(), "second\nline", "up inside a multi-line entry moves the cursor");
+        assert_eq!(
+            c.text(),
+            "second\nline",
+            "up inside a multi-line entry moves the cursor"
+        );
         c.up();
         assert_eq!(c.text(), "first");
         c.down();

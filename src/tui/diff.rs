@@ -106,7 +106,11 @@ impl DiffView {
     }
 
     pub fn accepted_count(&self) -> usize {
-        self.files.iter().flat_map(|f| &f.hunks).filter(|h| h.accepted).count()
+        self.files
+            .iter()
+            .flat_map(|f| &f.hunks)
+            .filter(|h| h.accepted)
+            .count()
     }
 
     /// Move to the next (or previous) hunk, across files.
@@ -133,7 +137,11 @@ impl DiffView {
         if n == 0 {
             return;
         }
-        self.file = if forward { (self.file + 1).min(n - 1) } else { self.file.saturating_sub(1) };
+        self.file = if forward {
+            (self.file + 1).min(n - 1)
+        } else {
+            self.file.saturating_sub(1)
+        };
         self.hunk = 0;
     }
 
@@ -152,7 +160,12 @@ impl DiffView {
     }
 
     /// The panel's lines, and the line where the selected hunk starts (for scrolling).
-    pub fn display_lines(&self, width: usize, theme: &Theme, focused: bool) -> (Vec<Line<'static>>, usize) {
+    pub fn display_lines(
+        &self,
+        width: usize,
+        theme: &Theme,
+        focused: bool,
+    ) -> (Vec<Line<'static>>, usize) {
         let mut out = Vec::new();
         let mut selected_at = 0;
         let stage = match self.stage {
@@ -178,13 +191,25 @@ impl DiffView {
                     selected_at = out.len();
                 }
                 let mark = if h.accepted { "[✓]" } else { "[✗]" };
-                let cursor = if selected && self.stage == Stage::Pending { "▶" } else { " " };
-                let style = if selected && focused { theme.focus } else { theme.muted };
+                let cursor = if selected && self.stage == Stage::Pending {
+                    "▶"
+                } else {
+                    " "
+                };
+                let style = if selected && focused {
+                    theme.focus
+                } else {
+                    theme.muted
+                };
                 out.push(Line::from(vec![
                     Span::styled(format!("{cursor}{mark} "), style),
                     Span::styled(h.header.clone(), theme.muted),
                 ]));
-                let body: String = h.lines.iter().map(|l| format!("{}\n", l.get(1..).unwrap_or(""))).collect();
+                let body: String = h
+                    .lines
+                    .iter()
+                    .map(|l| format!("{}\n", l.get(1..).unwrap_or("")))
+                    .collect();
                 let highlighted = highlight(&body, lang, theme);
                 let (mut old_n, mut new_n) = (h.old_start, h.new_start);
                 for (line, spans) in h.lines.iter().zip(highlighted) {
@@ -245,7 +270,9 @@ impl DiffView {
             ..area
         };
         let h = body.height as usize;
-        let top = selected_at.saturating_sub(2).min(lines.len().saturating_sub(h));
+        let top = selected_at
+            .saturating_sub(2)
+            .min(lines.len().saturating_sub(h));
         let end = (top + h).min(lines.len());
         Paragraph::new(lines[top..end].to_vec()).render(body, buf);
     }

@@ -7,12 +7,24 @@ use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
 /// Actions a key can be bound to, with their default keys, in the order help lists them.
 pub const DEFAULTS: &[(&str, &str, &str)] = &[
-    ("cycle_tier", "ctrl-t", "cycle the model tier tiny → fast → quality"),
+    (
+        "cycle_tier",
+        "ctrl-t",
+        "cycle the model tier tiny → fast → quality",
+    ),
     ("tier_tiny", "alt-1", "switch to the tiny tier"),
     ("tier_fast", "alt-2", "switch to the fast tier"),
     ("tier_quality", "alt-3", "switch to the quality tier"),
-    ("help", "f1", "show the key bindings (also ? on an empty prompt)"),
-    ("focus_diff", "tab", "move focus between the prompt and the diff"),
+    (
+        "help",
+        "f1",
+        "show the key bindings (also ? on an empty prompt)",
+    ),
+    (
+        "focus_diff",
+        "tab",
+        "move focus between the prompt and the diff",
+    ),
     ("next_hunk", "j", "diff: next hunk"),
     ("prev_hunk", "k", "diff: previous hunk"),
     ("next_file", "n", "diff: next file"),
@@ -47,7 +59,11 @@ impl KeySpec {
                 "ctrl" | "c" => KeyModifiers::CONTROL,
                 "alt" | "a" | "meta" | "m" => KeyModifiers::ALT,
                 "shift" | "s" => KeyModifiers::SHIFT,
-                _ => return Err(format!("unknown modifier `{m}` in `{s}`; use ctrl, alt or shift")),
+                _ => {
+                    return Err(format!(
+                        "unknown modifier `{m}` in `{s}`; use ctrl, alt or shift"
+                    ))
+                }
             };
         }
         let code = match key.as_str() {
@@ -75,7 +91,11 @@ impl KeySpec {
                     KeyCode::Char(ch)
                 }
             }
-            _ => return Err(format!("unknown key `{s}`; e.g. ctrl-t, alt-1, f1, enter, y")),
+            _ => {
+                return Err(format!(
+                    "unknown key `{s}`; e.g. ctrl-t, alt-1, f1, enter, y"
+                ))
+            }
         };
         Ok(Self { code, mods })
     }
@@ -100,7 +120,12 @@ impl Keys {
     pub fn defaults() -> Self {
         let bound = DEFAULTS
             .iter()
-            .map(|(a, k, _)| (a.to_string(), (KeySpec::parse(k).expect("valid default"), k.to_string())))
+            .map(|(a, k, _)| {
+                (
+                    a.to_string(),
+                    (KeySpec::parse(k).expect("valid default"), k.to_string()),
+                )
+            })
             .collect();
         Self { bound }
     }
@@ -116,8 +141,13 @@ impl Keys {
         let Ok(text) = std::fs::read_to_string(&path) else {
             return Ok(keys);
         };
-        let table: BTreeMap<String, String> = toml::from_str(&text)
-            .map_err(|e| format!("{}: {}; fix or remove the file", path.display(), e.message()))?;
+        let table: BTreeMap<String, String> = toml::from_str(&text).map_err(|e| {
+            format!(
+                "{}: {}; fix or remove the file",
+                path.display(),
+                e.message()
+            )
+        })?;
         keys.patch(&table, &path.display().to_string())?;
         Ok(keys)
     }
@@ -142,7 +172,10 @@ impl Keys {
 
     /// The key bound to an action, as written (for help).
     pub fn key(&self, action: &str) -> &str {
-        self.bound.get(action).map(|(_, s)| s.as_str()).unwrap_or("")
+        self.bound
+            .get(action)
+            .map(|(_, s)| s.as_str())
+            .unwrap_or("")
     }
 }
 
@@ -161,12 +194,24 @@ mod tests {
         assert_eq!(KeySpec::parse("f1").unwrap().code, KeyCode::F(1));
         assert!(KeySpec::parse("hyper-x").is_err());
         let mut keys = Keys::defaults();
-        assert!(keys.is("tier_fast", &KeyEvent::new(KeyCode::Char('2'), KeyModifiers::ALT)));
+        assert!(keys.is(
+            "tier_fast",
+            &KeyEvent::new(KeyCode::Char('2'), KeyModifiers::ALT)
+        ));
         let table = BTreeMap::from([("tier_fast".to_string(), "f6".to_string())]);
         keys.patch(&table, "test").unwrap();
-        assert!(keys.is("tier_fast", &KeyEvent::new(KeyCode::F(6), KeyModifiers::NONE)));
-        assert!(keys.is("cycle_tier", &KeyEvent::new(KeyCode::Char('t'), KeyModifiers::CONTROL)));
+        assert!(keys.is(
+            "tier_fast",
+            &KeyEvent::new(KeyCode::F(6), KeyModifiers::NONE)
+        ));
+        assert!(keys.is(
+            "cycle_tier",
+            &KeyEvent::new(KeyCode::Char('t'), KeyModifiers::CONTROL)
+        ));
         let bad = BTreeMap::from([("fly".to_string(), "f6".to_string())]);
-        assert!(keys.patch(&bad, "test").unwrap_err().contains("no action `fly`"));
+        assert!(keys
+            .patch(&bad, "test")
+            .unwrap_err()
+            .contains("no action `fly`"));
     }
 }

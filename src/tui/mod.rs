@@ -115,7 +115,10 @@ async fn event_loop(opts: TuiOptions) -> Result<i32> {
     let mut terminal = Terminal::new(CrosstermBackend::new(stdout()))?;
     terminal.clear()?;
     let tier_list = if opts.scripted {
-        ["tiny", "fast", "quality"].iter().map(|t| (t.to_string(), true)).collect()
+        ["tiny", "fast", "quality"]
+            .iter()
+            .map(|t| (t.to_string(), true))
+            .collect()
     } else {
         tiers()
     };
@@ -159,7 +162,10 @@ async fn event_loop(opts: TuiOptions) -> Result<i32> {
             });
         }
         None => {
-            agent = Some(agent::spawn(engine.clone(), agent_opts.take().expect("once")));
+            agent = Some(agent::spawn(
+                engine.clone(),
+                agent_opts.take().expect("once"),
+            ));
         }
     }
 

@@ -183,7 +183,12 @@ pub fn markdown(text: &str, width: usize, base: Style, theme: &Theme) -> Vec<Lin
     while let Some(line) = lines.next() {
         let trimmed = line.trim_start();
         if let Some(info) = trimmed.strip_prefix("```") {
-            let lang = info.trim().split_whitespace().next().unwrap_or("").to_string();
+            let lang = info
+                .trim()
+                .split_whitespace()
+                .next()
+                .unwrap_or("")
+                .to_string();
             let mut code = String::new();
             for l in lines.by_ref() {
                 if l.trim_start().starts_with("```") {
@@ -203,7 +208,10 @@ pub fn markdown(text: &str, width: usize, base: Style, theme: &Theme) -> Vec<Lin
         if let Some(h) = trimmed.strip_prefix('#') {
             let h = h.trim_start_matches('#').trim();
             out.extend(wrap(
-                vec![Span::styled(h.to_string(), base.add_modifier(Modifier::BOLD | Modifier::UNDERLINED))],
+                vec![Span::styled(
+                    h.to_string(),
+                    base.add_modifier(Modifier::BOLD | Modifier::UNDERLINED),
+                )],
                 width,
                 "",
             ));
@@ -237,13 +245,21 @@ mod tests {
     #[test]
     fn wraps_words_and_splits_long_ones() {
         let l = wrap(vec![Span::raw("aaa bbb ccc dddddddddddddddddddd")], 8, "");
-        assert_eq!(plain(&l), vec!["aaa bbb ", "ccc ", "dddddddd", "dddddddd", "dddd"]);
+        assert_eq!(
+            plain(&l),
+            vec!["aaa bbb ", "ccc ", "dddddddd", "dddddddd", "dddd"]
+        );
     }
 
     #[test]
     fn markdown_headings_lists_code() {
         let t = Theme::load("dark", true).unwrap();
-        let l = markdown("# Title\n- one `x`\n```py\nx = 1\n```\nend", 40, Style::default(), &t);
+        let l = markdown(
+            "# Title\n- one `x`\n```py\nx = 1\n```\nend",
+            40,
+            Style::default(),
+            &t,
+        );
         assert_eq!(plain(&l), vec!["Title", "• one x", "▎ x = 1", "end"]);
     }
 }

@@ -31,7 +31,21 @@ impl ThemeFile {
         macro_rules! take {
             ($($f:ident),*) => { $( if other.$f.is_some() { self.$f = other.$f; } )* };
         }
-        take!(name, code, user, assistant, tool, diff_added, diff_removed, border, focus, status, warning, error, muted);
+        take!(
+            name,
+            code,
+            user,
+            assistant,
+            tool,
+            diff_added,
+            diff_removed,
+            border,
+            focus,
+            status,
+            warning,
+            error,
+            muted
+        );
     }
 }
 
@@ -88,8 +102,13 @@ impl Theme {
         let mut file: ThemeFile = toml::from_str(base.unwrap_or(BUILT_IN[0].1))
             .map_err(|e| format!("built-in theme {name}: {e}"))?;
         if let Some(text) = user {
-            let patch: ThemeFile = toml::from_str(&text)
-                .map_err(|e| format!("{}: {}; fix or remove the file", user_path.display(), e.message()))?;
+            let patch: ThemeFile = toml::from_str(&text).map_err(|e| {
+                format!(
+                    "{}: {}; fix or remove the file",
+                    user_path.display(),
+                    e.message()
+                )
+            })?;
             file.patch(patch);
         }
         Self::from_file(file, !no_color)
@@ -134,7 +153,9 @@ mod tests {
             assert_eq!(plain.diff_added.fg, None);
             assert!(plain.user.add_modifier.contains(Modifier::BOLD));
         }
-        assert!(Theme::load("nope", false).unwrap_err().contains("dark, light"));
+        assert!(Theme::load("nope", false)
+            .unwrap_err()
+            .contains("dark, light"));
     }
 
     #[test]
