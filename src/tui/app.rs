@@ -168,11 +168,8 @@ impl App {
                 }
             }
             Event::EngineState(state) => {
-                match &state {
-                    EngineState::Loading { model, fraction } => {
-                        self.status.loading = Some((model.clone(), *fraction))
-                    }
-                    _ => {}
+                if let EngineState::Loading { model, fraction } = &state {
+                    self.status.loading = Some((model.clone(), *fraction));
                 }
                 self.status.state = Some(state);
             }

@@ -142,28 +142,23 @@ impl Composer {
             }
             return;
         }
-        let line = &self.lines[self.row];
-        let before = &line[..self.col];
-        if before.ends_with('\u{1}') {
-            if let Some(start) = before[..before.len() - 1].rfind('\u{1}') {
-                self.lines[self.row].replace_range(start..self.col, "");
-                self.col = start;
-                return;
-            }
-        }
-        let prev = before.char_indices().last().map_or(0, |(i, _)| i);
+        let prev = self.prev_boundary();
         self.lines[self.row].replace_range(prev..self.col, "");
         self.col = prev;
     }
 
+    /// Where the character (or folded paste) before the cursor starts.
+    fn prev_boundary(&self) -> usize {
+        let before = &self.lines[self.row][..self.col];
+        match before.strip_suffix('\u{1}') {
+            Some(inner) => inner.rfind('\u{1}').unwrap_or(0),
+            None => before.char_indices().last().map_or(0, |(i, _)| i),
+        }
+    }
+
     pub fn left(&mut self) {
         if self.col > 0 {
-            let before = &self.lines[self.row][..self.col];
-            self.col = if before.ends_with('\u{1}') {
-                before[..before.len() - 1].rfind('\u{1}').unwrap_or(0)
-            } else {
-                before.char_indices().last().map_or(0, |(i, _)| i)
-            };
+            self.col = self.prev_boundary();
         } else if self.row > 0 {
             self.row -= 1;
             self.col = self.lines[self.row].len();
@@ -174,8 +169,8 @@ impl Composer {
         let line = &self.lines[self.row];
         if self.col < line.len() {
             let after = &line[self.col..];
-            self.col += if after.starts_with('\u{1}') {
-                after[1..].find('\u{1}').map_or(after.len(), |e| e + 2)
+            self.col += if let Some(inner) = after.strip_prefix('\u{1}') {
+                inner.find('\u{1}').map_or(after.len(), |e| e + 2)
             } else {
                 after.chars().next().map_or(0, char::len_utf8)
             };

@@ -183,12 +183,7 @@ pub fn markdown(text: &str, width: usize, base: Style, theme: &Theme) -> Vec<Lin
     while let Some(line) = lines.next() {
         let trimmed = line.trim_start();
         if let Some(info) = trimmed.strip_prefix("```") {
-            let lang = info
-                .trim()
-                .split_whitespace()
-                .next()
-                .unwrap_or("")
-                .to_string();
+            let lang = info.split_whitespace().next().unwrap_or("").to_string();
             let mut code = String::new();
             for l in lines.by_ref() {
                 if l.trim_start().starts_with("```") {
