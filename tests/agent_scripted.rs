@@ -642,6 +642,22 @@ async fn a_block_without_a_path_edits_the_file_in_the_conversation() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_instructions_example_path_means_the_file_under_discussion() {
+    let stats = "def mean(xs):\n    return sum(xs) / len(xs)\n";
+    let body = "def mean(xs):\n    return sum(xs) / len(xs)\n\n\ndef median(xs):\n    return sorted(xs)[len(xs) // 2]\n";
+    let mut s = Session::start(
+        &[("calc/stats.py", stats)],
+        Script::new([edit_reply("path/to/file.py", body)]),
+        Policy::Edits,
+        |_| {},
+    );
+    let ev = s.turn("Add a function median(xs) to calc/stats.py.").await;
+    assert_eq!(end(&ev), TurnEnd::Answered);
+    assert_eq!(s.read("calc/stats.py"), body);
+    assert!(!s.path("path/to/file.py").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pasted_traceback_brings_the_code_it_points_at() {
     let mut s = Session::start(
         &[("src/calc.py", "def div(a, b):\n    return a / b\n")],

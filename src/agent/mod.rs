@@ -957,6 +957,17 @@ impl Agent {
         self.shown_order.iter().rev().find(|p| fits(p)).cloned()
     }
 
+    /// Whether `path` is only the instructions' example: named in the system prompt,
+    /// absent from the repository and from the user's messages.
+    fn is_example_path(&self, path: &str) -> bool {
+        self.system.contains(&format!("\n{path}\n"))
+            && !self.opts.workspace.resolve(path).is_ok_and(|a| a.exists())
+            && !self
+                .messages
+                .iter()
+                .any(|m| m.role == "user" && m.content.contains(path))
+    }
+
     /// The repository path a model's path means: itself, or the one existing file it
     /// names by a doubled prefix or a bare file name.
     fn fix_path(&self, path: &str) -> String {
@@ -1095,6 +1106,9 @@ impl Agent {
                     lang,
                     content,
                 } => {
+                    // A path copied from the instructions' example (a file that does not
+                    // exist, named in the system prompt) means the file under discussion.
+                    let path = path.filter(|p| !self.is_example_path(p));
                     let inferred = path.is_none();
                     let Some(path) = path
                         .map(|p| self.fix_path(&p))

@@ -13,7 +13,8 @@ use super::EngineError;
 /// Architectures whose forward pass `model.rs` implements.
 pub const SUPPORTED_ARCHS: &[&str] = &["llama", "qwen2"];
 
-/// Quant types the forward pass accepts (all go through candle's quantized matmul).
+/// Quant types the forward pass accepts: Q4_1, Q5_0, Q8_0, Q4_K and Q6_K run on lcode's
+/// kernels (`quant/`), the others on candle's quantized matmul.
 const SUPPORTED_DTYPES: &[GgmlDType] = &[
     GgmlDType::F32,
     GgmlDType::F16,
@@ -34,6 +35,9 @@ pub struct GgufFile {
     pub path: PathBuf,
     pub content: Content,
     pub reader: BufReader<File>,
+    /// The whole file mapped read-only: weight matrices are slices of it, so they take
+    /// no memory of their own and load in no time.
+    pub map: std::sync::Arc<memmap2::Mmap>,
     pub file_size: u64,
 }
 
@@ -103,10 +107,16 @@ impl GgufFile {
                 ));
             }
         }
+        // SAFETY: the mapping is read-only; lcode never writes model files in place (a
+        // fetch assembles a new file and renames it over), so the bytes do not change
+        // under it.
+        let map = unsafe { memmap2::Mmap::map(reader.get_ref()) }
+            .map_err(|e| bad_file(path, format!("cannot map the file ({e})")))?;
         Ok(Self {
             path: path.to_path_buf(),
             content,
             reader,
+            map: std::sync::Arc::new(map),
             file_size,
         })
     }

@@ -1,153 +1,6 @@
-//! Quantized matmul kernels lcode runs itself instead of candle's.
-//!
-//! Q4_1 (the tiny tier's weights): candle computes each activation block's sum term as
-//! `f16(sum) * f16(d)` in f16 arithmetic, where llama.cpp rounds `d * sum` once; the
-//! weights' minimum multiplies that term, so the difference reaches every output and
-//! flips greedy near-ties against the llama.cpp reference. candle's Q4_1 path is also
-//! scalar. This kernel quantizes activations and sums exactly as llama.cpp's AVX2 code
-//! does (round half to even, 8 lanes of 4 products, fused multiply-add, the same
-//! horizontal sum), one task per block of output rows.
-
-use half::f16;
-use rayon::prelude::*;
-
-pub const QK: usize = 32;
-/// Bytes of one Q4_1 block: d (f16), m (f16), 16 bytes of nibbles.
-pub const Q4_1_BLOCK: usize = 4 + QK / 2;
-
-/// One block of activations quantized to Q8_1.
-#[derive(Clone, Copy)]
-struct BlockQ8_1 {
-    d: f32,
-    /// d * sum(qs), rounded to f16 as llama.cpp stores it.
-    s: f32,
-    qs: [i8; QK],
-}
-
-fn quantize_q8_1(x: &[f32]) -> Vec<BlockQ8_1> {
-    x.chunks_exact(QK)
-        .map(|xs| {
-            let max = xs.iter().fold(0f32, |m, v| m.max(v.abs()));
-            let d = max / 127.0;
-            let id = if max != 0.0 { 127.0 / max } else { 0.0 };
-            let mut qs = [0i8; QK];
-            let mut sum = 0i32;
-            for (q, &v) in qs.iter_mut().zip(xs) {
-                *q = (v * id).round_ties_even() as i8;
-                sum += *q as i32;
-            }
-            BlockQ8_1 {
-                d: f16::from_f32(d).to_f32(),
-                s: f16::from_f32(d * sum as f32).to_f32(),
-                qs,
-            }
-        })
-        .collect()
-}
-
-/// `_mm256_extractf128` + `_mm_add_ps` + `movehl` + `movehdup`: llama.cpp's order.
-fn hsum8(a: [f32; 8]) -> f32 {
-    let r = [a[0] + a[4], a[1] + a[5], a[2] + a[6], a[3] + a[7]];
-    let r = [r[0] + r[2], r[1] + r[3]];
-    r[0] + r[1]
-}
-
-fn dot_q4_1(w: &[u8], x: &[BlockQ8_1]) -> f32 {
-    let mut acc = [0f32; 8];
-    let mut summs = 0f32;
-    for (wb, xb) in w.chunks_exact(Q4_1_BLOCK).zip(x) {
-        let d0 = f16::from_le_bytes([wb[0], wb[1]]).to_f32();
-        let m0 = f16::from_le_bytes([wb[2], wb[3]]).to_f32();
-        let nib = &wb[4..];
-        summs += m0 * xb.s;
-        let d0d1 = d0 * xb.d;
-        // Element j < 16 is the low nibble of byte j, element j >= 16 the high nibble
-        // of byte j - 16; lane l sums elements 4l..4l+4.
-        for (l, a) in acc.iter_mut().enumerate() {
-            let mut sumi = 0i32;
-            for j in 4 * l..4 * l + 4 {
-                let q = if j < 16 {
-                    nib[j] & 0x0F
-                } else {
-                    nib[j - 16] >> 4
-                };
-                sumi += q as i32 * xb.qs[j] as i32;
-            }
-            *a = d0d1.mul_add(sumi as f32, *a);
-        }
-    }
-    hsum8(acc) + summs
-}
-
-/// x: (m, k) f32 row-major; w: n rows of k/32 Q4_1 blocks. Returns (m, n).
-pub fn matmul_q4_1(x: &[f32], m: usize, k: usize, w: &[u8], n: usize) -> Vec<f32> {
-    debug_assert_eq!(x.len(), m * k);
-    debug_assert_eq!(w.len(), n * k / QK * Q4_1_BLOCK);
-    let xq: Vec<Vec<BlockQ8_1>> = x.chunks_exact(k).map(quantize_q8_1).collect();
-    let row_bytes = k / QK * Q4_1_BLOCK;
-    // Output transposed while computing ((n, m): one weight row against every
-    // activation row, reading the weights once), then turned back.
-    let mut out_t = vec![0f32; n * m];
-    out_t
-        .par_chunks_mut(m * 16)
-        .enumerate()
-        .for_each(|(chunk, dst)| {
-            for (r, col) in dst.chunks_mut(m).enumerate() {
-                let row = chunk * 16 + r;
-                let wrow = &w[row * row_bytes..(row + 1) * row_bytes];
-                for (o, xb) in col.iter_mut().zip(&xq) {
-                    *o = dot_q4_1(wrow, xb);
-                }
-            }
-        });
-    transpose_out(out_t, m, n)
-}
-
-/// Bytes of one Q5_0 block: d (f16), 32 high bits, 16 bytes of nibbles.
-pub const Q5_0_BLOCK: usize = 2 + 4 + QK / 2;
-/// Bytes of one Q8_0 block: d (f16), 32 signed bytes.
-pub const Q8_0_BLOCK: usize = 2 + QK;
-
-/// One Q5_0 block to its scale and 32 signed values (-16..15).
-fn unpack_q5_0(b: &[u8], q: &mut [i8; QK]) -> f32 {
-    let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
-    let nib = &b[6..6 + QK / 2];
-    for j in 0..QK / 2 {
-        let lo = (nib[j] & 0x0F) | ((((qh >> j) & 1) as u8) << 4);
-        let hi = (nib[j] >> 4) | ((((qh >> (j + 16)) & 1) as u8) << 4);
-        q[j] = lo as i8 - 16;
-        q[j + 16] = hi as i8 - 16;
-    }
-    f16::from_le_bytes([b[0], b[1]]).to_f32()
-}
-
-/// Q5_0 blocks rewritten as Q8_0 blocks with the same scale: the values -16..15 fit in
-/// a byte, so the weights are unchanged, and candle's Q8_0 path is vectorised where its
-/// Q5_0 path is scalar (about three quarters of a decode step on the fast tier).
-pub fn q5_0_to_q8_0(src: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(src.len() / Q5_0_BLOCK * Q8_0_BLOCK);
-    let mut q = [0i8; QK];
-    for b in src.chunks_exact(Q5_0_BLOCK) {
-        unpack_q5_0(b, &mut q);
-        out.extend_from_slice(&b[..2]);
-        out.extend(q.iter().map(|&v| v as u8));
-    }
-    out
-}
-
-/// (n, m) -> (m, n); a no-op for one row.
-fn transpose_out(out_t: Vec<f32>, m: usize, n: usize) -> Vec<f32> {
-    if m == 1 {
-        return out_t;
-    }
-    let mut out = vec![0f32; m * n];
-    for j in 0..n {
-        for i in 0..m {
-            out[i * n + j] = out_t[j * m + i];
-        }
-    }
-    out
-}
+//! Elementwise kernels of the forward pass, each with ggml's arithmetic: the order of
+//! roundings decides greedy near-ties against the llama.cpp reference. (The quantized
+//! matrix products are in `quant/`.)
 
 /// RMS norm as ggml computes it: squares summed in f64, the scale `1 / sqrt(mean +
 /// eps)` in f32, x scaled, then multiplied by the weight (two roundings). candle's
@@ -186,8 +39,14 @@ pub fn ggml_expf(x: f32) -> f32 {
             f32::INFINITY
         };
     }
-    // scalef(j, n) = j * 2^n, n integral here
-    j * 2f32.powi(n as i32)
+    // scalef(j, n) = j * 2^n, n integral here; built from the exponent bits where 2^n
+    // is a normal float (a libm call per value showed in the prefill profile).
+    let n = n as i32;
+    if (-126..=127).contains(&n) {
+        j * f32::from_bits(((n + 127) as u32) << 23)
+    } else {
+        j * 2f32.powi(n)
+    }
 }
 
 /// silu(gate) * up, as ggml's `ggml_vec_swiglu_f32` computes it.
@@ -257,100 +116,6 @@ pub fn rope(
 mod tests {
     use super::*;
 
-    /// Quantize a weight matrix to Q4_1 the reference way (per block min and scale).
-    fn q4_1(w: &[f32]) -> Vec<u8> {
-        let mut out = Vec::new();
-        for b in w.chunks_exact(QK) {
-            let min = b.iter().cloned().fold(f32::INFINITY, f32::min);
-            let max = b.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-            let d = (max - min) / 15.0;
-            let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-            out.extend(f16::from_f32(d).to_le_bytes());
-            out.extend(f16::from_f32(min).to_le_bytes());
-            for j in 0..QK / 2 {
-                let lo = (((b[j] - min) * id + 0.5) as u8).min(15);
-                let hi = (((b[j + 16] - min) * id + 0.5) as u8).min(15);
-                out.push(lo | (hi << 4));
-            }
-        }
-        out
-    }
-
-    fn dequantize(w: &[u8]) -> Vec<f32> {
-        let mut out = Vec::new();
-        for b in w.chunks_exact(Q4_1_BLOCK) {
-            let d = f16::from_le_bytes([b[0], b[1]]).to_f32();
-            let m = f16::from_le_bytes([b[2], b[3]]).to_f32();
-            let mut block = [0f32; QK];
-            for j in 0..QK / 2 {
-                block[j] = (b[4 + j] & 0x0F) as f32 * d + m;
-                block[j + 16] = (b[4 + j] >> 4) as f32 * d + m;
-            }
-            out.extend(block);
-        }
-        out
-    }
-
-    #[test]
-    fn q4_1_matmul_matches_the_dequantized_product() {
-        let (m, k, n) = (3, 64, 20);
-        let x: Vec<f32> = (0..m * k).map(|i| ((i as f32) * 0.37).sin()).collect();
-        let w: Vec<f32> = (0..n * k)
-            .map(|i| ((i as f32) * 0.11).cos() * 0.5)
-            .collect();
-        let wq = q4_1(&w);
-        let wd = dequantize(&wq);
-        let got = matmul_q4_1(&x, m, k, &wq, n);
-        for i in 0..m {
-            for j in 0..n {
-                let want: f32 = (0..k).map(|t| x[i * k + t] * wd[j * k + t]).sum();
-                let g = got[i * n + j];
-                // Only the 8-bit activations differ from the float product.
-                assert!((g - want).abs() < 0.02, "({i},{j}): {g} vs {want}");
-            }
-        }
-    }
-
-    fn q5_0(w: &[f32]) -> Vec<u8> {
-        let mut out = Vec::new();
-        for b in w.chunks_exact(QK) {
-            let max = b
-                .iter()
-                .cloned()
-                .fold(0f32, |m, v| if v.abs() > m.abs() { v } else { m });
-            let d = max / -16.0;
-            let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-            let q: Vec<u8> = b
-                .iter()
-                .map(|v| ((v * id + 16.5) as i32).clamp(0, 31) as u8)
-                .collect();
-            let mut qh = 0u32;
-            for (j, &v) in q.iter().enumerate() {
-                qh |= ((v as u32 >> 4) & 1) << j;
-            }
-            out.extend(f16::from_f32(d).to_le_bytes());
-            out.extend(qh.to_le_bytes());
-            out.extend((0..16).map(|j| (q[j] & 0xF) | ((q[j + 16] & 0xF) << 4)));
-        }
-        out
-    }
-
-    #[test]
-    fn q5_0_becomes_the_same_values_in_q8_0() {
-        let w: Vec<f32> = (0..64).map(|i| ((i as f32) * 0.11).cos() * 0.5).collect();
-        let q5 = q5_0(&w);
-        let q8 = q5_0_to_q8_0(&q5);
-        assert_eq!(q8.len(), 2 * Q8_0_BLOCK);
-        for (b5, b8) in q5.chunks_exact(Q5_0_BLOCK).zip(q8.chunks_exact(Q8_0_BLOCK)) {
-            let mut a = [0i8; QK];
-            let d5 = unpack_q5_0(b5, &mut a);
-            let d8 = f16::from_le_bytes([b8[0], b8[1]]).to_f32();
-            let b: Vec<i8> = b8[2..].iter().map(|&v| v as i8).collect();
-            assert_eq!((d5, a.to_vec()), (d8, b));
-            assert!(a.iter().all(|&v| (-16..16).contains(&v)));
-        }
-    }
-
     #[test]
     fn ggml_expf_is_close_to_exp() {
         for i in -800..800 {
@@ -386,17 +151,5 @@ mod tests {
         assert_eq!(y[..2], [3.0 * scale, (4.0 * scale) * 2.0]);
         let y = rms_norm(&[0.0, 0.0], 2, &[1.0, 2.0], 1e-6);
         assert_eq!(y, [0.0, 0.0]);
-    }
-
-    #[test]
-    fn q8_1_rounds_half_to_even_and_keeps_the_sum() {
-        let mut x = vec![0f32; QK];
-        x[0] = 127.0;
-        x[1] = 2.5;
-        x[2] = -3.5;
-        let b = &quantize_q8_1(&x)[0];
-        assert_eq!(b.d, 1.0);
-        assert_eq!(&b.qs[..3], &[127, 2, -4]);
-        assert_eq!(b.s, 125.0);
     }
 }

@@ -16,6 +16,7 @@ pub mod kernels;
 pub mod kv_cache;
 pub mod model;
 pub mod prefix_cache;
+pub mod quant;
 pub mod sampler;
 pub mod scripted;
 pub mod speculation;

@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use candle_core::quantized::{GgmlDType, QMatMul, QStorage, QTensor};
+use candle_core::quantized::{QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Result, Tensor};
 
 use super::attention::{
@@ -16,6 +16,7 @@ use super::attention::{
 use super::gguf::{GgufFile, Hparams};
 use super::kernels;
 use super::kv_cache::KvCache;
+use super::quant::{QMatrix, WeightBytes, WeightType};
 
 /// The most tokens one forward pass runs at once (llama.cpp's default micro-batch);
 /// longer inputs go through in chunks, which bounds the per-chunk activations.
@@ -23,57 +24,59 @@ pub const PREFILL_CHUNK: usize = 512;
 
 /// A weight matrix (n, k) and the kernel that multiplies by it.
 enum Linear {
-    /// candle's quantized matmul.
+    /// The file's blocks, multiplied by lcode's kernels (`quant/`).
+    Own(QMatrix),
+    /// candle's quantized matmul, for the block types lcode has no kernel for.
     Candle(QMatMul),
-    /// Q4_1 blocks, multiplied by lcode's kernel (see `kernels.rs` for why).
-    Q4_1 { bytes: Vec<u8>, n: usize, k: usize },
 }
 
 impl Linear {
-    fn new(t: QTensor) -> Result<Self> {
-        let (n, k) = t.shape().dims2()?;
-        if k % kernels::QK == 0 {
-            match t.dtype() {
-                GgmlDType::Q4_1 => {
-                    return Ok(Self::Q4_1 {
-                        bytes: t.data()?.into_owned(),
-                        n,
-                        k,
-                    })
-                }
-                GgmlDType::Q5_0 => {
-                    let q8 = kernels::q5_0_to_q8_0(&t.data()?);
-                    let storage = QStorage::from_data(
-                        std::borrow::Cow::Owned(q8),
-                        &Device::Cpu,
-                        GgmlDType::Q8_0,
-                    )?;
-                    return Ok(Self::Candle(QMatMul::from_qtensor(QTensor::new(
-                        storage,
-                        (n, k),
-                    )?)?));
-                }
-                _ => {}
-            }
-        }
-        Ok(Self::Candle(QMatMul::from_qtensor(t)?))
-    }
-
     /// x: (seq, k) -> (seq, n)
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         match self {
             Self::Candle(m) => m.forward(x),
-            Self::Q4_1 { bytes, n, k } => {
+            Self::Own(w) => {
                 let seq = x.dim(0)?;
                 let xs = x.flatten_all()?.to_vec1::<f32>()?;
-                Tensor::from_vec(
-                    kernels::matmul_q4_1(&xs, seq, *k, bytes, *n),
-                    (seq, *n),
-                    &Device::Cpu,
-                )
+                Tensor::from_vec(w.matmul(&xs, seq), (seq, w.n), &Device::Cpu)
             }
         }
     }
+}
+
+/// The token embedding, looked up row by row in its quantized form.
+enum Embedding {
+    Own(QMatrix),
+    Candle(Arc<QTensor>),
+}
+
+impl Embedding {
+    /// (seq) token ids -> (seq, n_embd)
+    fn lookup(&self, tokens: &[u32]) -> Result<Tensor> {
+        match self {
+            Self::Own(m) => Tensor::from_vec(m.rows(tokens), (tokens.len(), m.k), &Device::Cpu),
+            Self::Candle(t) => t.embedding(&Tensor::new(tokens, &Device::Cpu)?),
+        }
+    }
+}
+
+/// A matrix of the file as lcode's own when its block type has a kernel here (its bytes
+/// stay in the memory-mapped file), else loaded through candle.
+fn own_matrix(gguf: &GgufFile, name: &str) -> Option<QMatrix> {
+    let info = gguf.content.tensor_infos.get(name)?;
+    let kind = WeightType::from_ggml(info.ggml_dtype)?;
+    let (n, k) = info.shape.dims2().ok()?;
+    if k % kind.block_values() != 0 {
+        return None;
+    }
+    let start = (gguf.content.tensor_data_offset + info.offset) as usize;
+    let len = n * k / kind.block_values() * kind.block_bytes();
+    let bytes = WeightBytes::Mapped {
+        map: gguf.map.clone(),
+        start,
+        len,
+    };
+    QMatrix::new(kind, n, k, bytes).ok()
 }
 
 struct Layer {
@@ -92,11 +95,12 @@ struct Layer {
 
 pub struct Model {
     pub hp: Hparams,
-    /// (n_vocab, n_embd), looked up row by row in its quantized form.
-    embedding: Arc<QTensor>,
+    /// (n_vocab, n_embd)
+    embedding: Embedding,
     layers: Vec<Layer>,
     output_norm: Vec<f32>,
-    output: QMatMul,
+    /// (n_vocab, n_embd); the embedding itself where the model ties them (SmolLM2).
+    output: Linear,
     /// (max_positions, head_dim / 2), ggml's arithmetic.
     cos: Vec<f32>,
     sin: Vec<f32>,
@@ -115,26 +119,29 @@ pub enum Logits {
 impl Model {
     pub fn load(gguf: &mut GgufFile, hp: Hparams, max_positions: usize) -> Result<Self> {
         let dev = Device::Cpu;
-        let GgufFile {
-            content, reader, ..
-        } = gguf;
-        let mut qt = |name: &str| -> Result<QTensor> { content.tensor(reader, name, &dev) };
-        let embedding = Arc::new(qt("token_embd.weight")?);
-        let output_norm = qt("output_norm.weight")?
+        let embedding = match own_matrix(gguf, "token_embd.weight") {
+            Some(m) => Embedding::Own(m),
+            None => Embedding::Candle(Arc::new(gguf.content.tensor(
+                &mut gguf.reader,
+                "token_embd.weight",
+                &dev,
+            )?)),
+        };
+        let output_norm = gguf
+            .content
+            .tensor(&mut gguf.reader, "output_norm.weight", &dev)?
             .dequantize(&dev)?
             .to_vec1::<f32>()?;
-        let output = match content.tensor_infos.contains_key("output.weight") {
-            true => QMatMul::from_qtensor(content.tensor(reader, "output.weight", &dev)?)?,
-            // Tied embeddings (SmolLM2): the output projection is the embedding matrix.
-            false => QMatMul::from_arc(embedding.clone())?,
+        let output_name = match gguf.content.tensor_infos.contains_key("output.weight") {
+            true => "output.weight",
+            false => "token_embd.weight",
         };
+        let output = Self::linear(gguf, output_name)?;
         let is_qwen2 = hp.arch == "qwen2";
         let mut layers = Vec::with_capacity(hp.n_layer);
         for i in 0..hp.n_layer {
             let p = format!("blk.{i}");
-            let mut mm = |n: &str| -> Result<Linear> {
-                Linear::new(content.tensor(reader, &format!("{p}.{n}.weight"), &dev)?)
-            };
+            let mut mm = |n: &str| Self::linear(gguf, &format!("{p}.{n}.weight"));
             let q = mm("attn_q")?;
             let k = mm("attn_k")?;
             let v = mm("attn_v")?;
@@ -143,8 +150,8 @@ impl Model {
             let up = mm("ffn_up")?;
             let down = mm("ffn_down")?;
             let mut vec = |n: &str| -> Result<Tensor> {
-                content
-                    .tensor(reader, &format!("{p}.{n}"), &dev)?
+                gguf.content
+                    .tensor(&mut gguf.reader, &format!("{p}.{n}"), &dev)?
                     .dequantize(&dev)
             };
             let qkv_bias = if is_qwen2 {
@@ -181,6 +188,14 @@ impl Model {
             sin,
             max_positions,
         })
+    }
+
+    fn linear(gguf: &mut GgufFile, name: &str) -> Result<Linear> {
+        if let Some(m) = own_matrix(gguf, name) {
+            return Ok(Linear::Own(m));
+        }
+        let t = gguf.content.tensor(&mut gguf.reader, name, &Device::Cpu)?;
+        Ok(Linear::Candle(QMatMul::from_qtensor(t)?))
     }
 
     pub fn new_cache(&self) -> KvCache {
@@ -221,9 +236,8 @@ impl Model {
         let hp = &self.hp;
         let (seq, pos) = (tokens.len(), cache.len());
         let (n_head, n_kv, hd) = (hp.n_head, hp.n_head_kv, hp.head_dim);
-        let ids = Tensor::new(tokens, &Device::Cpu)?;
         // (seq, n_embd)
-        let mut x = self.embedding.embedding(&ids)?;
+        let mut x = self.embedding.lookup(tokens)?;
 
         for (li, l) in self.layers.iter().enumerate() {
             let residual = x.clone();

@@ -1,0 +1,336 @@
+//! AVX2 + FMA dot products, the instruction sequences of llama.cpp's x86 kernels.
+//! Each public function is safe to call only after `available()` said yes; `isa()`
+//! in the parent module makes that choice once per process.
+
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+
+use super::{BlockQ8K, BlockQ8_0, BlockQ8_1, WeightType};
+
+pub fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+mod fallback {
+    //! Never chosen off x86-64 (`available()` is false); present so the dispatch compiles.
+    use super::super::scalar;
+    use super::{BlockQ8K, BlockQ8_0, BlockQ8_1};
+    pub use scalar::{dot_q4_1, dot_q4_k, dot_q5_0, dot_q6_k, dot_q8_0};
+    macro_rules! rows {
+        ($name:ident, $one:path, $block:ty) => {
+            pub fn $name<const N: usize>(w: &[u8], x: [&[$block]; N]) -> [f32; N] {
+                std::array::from_fn(|r| $one(w, x[r]))
+            }
+        };
+    }
+    rows!(dot_q8_0_n, scalar::dot_q8_0, BlockQ8_0);
+    rows!(dot_q5_0_n, scalar::dot_q5_0, BlockQ8_0);
+    rows!(dot_q4_1_n, scalar::dot_q4_1, BlockQ8_1);
+    rows!(dot_q4_k_n, scalar::dot_q4_k, BlockQ8K);
+    rows!(dot_q6_k_n, scalar::dot_q6_k, BlockQ8K);
+}
+#[cfg(not(target_arch = "x86_64"))]
+pub use fallback::*;
+
+#[cfg(target_arch = "x86_64")]
+pub use imp::*;
+
+#[cfg(target_arch = "x86_64")]
+mod imp {
+    use super::*;
+
+    /// Safe entries: one weight row against `N` activation rows. Each row's result is
+    /// computed by the same instructions in the same order whatever `N`, so a batched
+    /// forward pass (speculation's verification) rounds exactly as decoding does.
+    macro_rules! safe_entry {
+        ($name:ident, $imp:ident, $block:ty) => {
+            pub fn $name<const N: usize>(w: &[u8], x: [&[$block]; N]) -> [f32; N] {
+                // SAFETY: only reached when `available()` found AVX2 and FMA.
+                unsafe { $imp::<N>(w, x) }
+            }
+        };
+    }
+    safe_entry!(dot_q8_0_n, q8_0, BlockQ8_0);
+    safe_entry!(dot_q5_0_n, q5_0, BlockQ8_0);
+    safe_entry!(dot_q4_1_n, q4_1, BlockQ8_1);
+    safe_entry!(dot_q4_k_n, q4_k, BlockQ8K);
+    safe_entry!(dot_q6_k_n, q6_k, BlockQ8K);
+
+    pub fn dot_q8_0(w: &[u8], x: &[BlockQ8_0]) -> f32 {
+        dot_q8_0_n::<1>(w, [x])[0]
+    }
+    pub fn dot_q5_0(w: &[u8], x: &[BlockQ8_0]) -> f32 {
+        dot_q5_0_n::<1>(w, [x])[0]
+    }
+    pub fn dot_q4_1(w: &[u8], x: &[BlockQ8_1]) -> f32 {
+        dot_q4_1_n::<1>(w, [x])[0]
+    }
+    pub fn dot_q4_k(w: &[u8], x: &[BlockQ8K]) -> f32 {
+        dot_q4_k_n::<1>(w, [x])[0]
+    }
+    pub fn dot_q6_k(w: &[u8], x: &[BlockQ8K]) -> f32 {
+        dot_q6_k_n::<1>(w, [x])[0]
+    }
+
+    #[inline]
+    fn f16_at(b: &[u8], at: usize) -> f32 {
+        super::super::f16_at(b, at)
+    }
+
+    /// llama.cpp's `hsum_float_8`.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn hsum_float_8(x: __m256) -> f32 {
+        let mut r = _mm_add_ps(_mm256_extractf128_ps(x, 1), _mm256_castps256_ps128(x));
+        r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+        r = _mm_add_ss(r, _mm_movehdup_ps(r));
+        _mm_cvtss_f32(r)
+    }
+
+    /// 16 bytes of nibbles to 32 bytes: the low nibbles, then the high ones.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn bytes_from_nibbles_32(p: *const u8) -> __m256i {
+        let tmp = _mm_loadu_si128(p as *const __m128i);
+        let bytes = _mm256_insertf128_si256(_mm256_castsi128_si256(tmp), _mm_srli_epi16(tmp, 4), 1);
+        _mm256_and_si256(_mm256_set1_epi8(0x0F), bytes)
+    }
+
+    /// 32 bits to 32 bytes, 0xFF where the bit is set.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn bytes_from_bits_32(p: *const u8) -> __m256i {
+        let x32 = (p as *const u32).read_unaligned();
+        let shuf = _mm256_set_epi64x(
+            0x0303030303030303,
+            0x0202020202020202,
+            0x0101010101010101,
+            0x0000000000000000,
+        );
+        let bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(x32 as i32), shuf);
+        let bytes = _mm256_or_si256(bytes, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe));
+        _mm256_cmpeq_epi8(bytes, _mm256_set1_epi64x(-1))
+    }
+
+    /// Unsigned bytes times signed bytes, each 4 consecutive products summed, as floats.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn mul_sum_us8_pairs_float(ax: __m256i, sy: __m256i) -> __m256 {
+        let dot = _mm256_maddubs_epi16(ax, sy);
+        _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_set1_epi16(1), dot))
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn hsum_n<const N: usize>(acc: [__m256; N]) -> [f32; N] {
+        std::array::from_fn(|r| hsum_float_8(acc[r]))
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn load32(p: *const i8) -> __m256i {
+        _mm256_loadu_si256(p as *const __m256i)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn q8_0<const N: usize>(w: &[u8], x: [&[BlockQ8_0]; N]) -> [f32; N] {
+        let bb = WeightType::Q8_0.block_bytes();
+        let mut acc = [_mm256_setzero_ps(); N];
+        for (i, wb) in w.chunks_exact(bb).enumerate() {
+            let dw = f16_at(wb, 0);
+            let qx = _mm256_loadu_si256(wb.as_ptr().add(2) as *const __m256i);
+            let ax = _mm256_sign_epi8(qx, qx);
+            for r in 0..N {
+                let xb = &x[r][i];
+                let sy = _mm256_sign_epi8(load32(xb.qs.as_ptr()), qx);
+                let d = _mm256_set1_ps(dw * xb.d);
+                acc[r] = _mm256_fmadd_ps(d, mul_sum_us8_pairs_float(ax, sy), acc[r]);
+            }
+        }
+        hsum_n(acc)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn q5_0<const N: usize>(w: &[u8], x: [&[BlockQ8_0]; N]) -> [f32; N] {
+        let bb = WeightType::Q5_0.block_bytes();
+        let mut acc = [_mm256_setzero_ps(); N];
+        for (i, wb) in w.chunks_exact(bb).enumerate() {
+            let dw = f16_at(wb, 0);
+            // value - 16 as a signed byte: the nibble where the fifth bit is set, the
+            // nibble with 0xF0 above it where it is not.
+            let hi = _mm256_andnot_si256(
+                bytes_from_bits_32(wb.as_ptr().add(2)),
+                _mm256_set1_epi8(0xF0u8 as i8),
+            );
+            let qx = _mm256_or_si256(bytes_from_nibbles_32(wb.as_ptr().add(6)), hi);
+            let ax = _mm256_sign_epi8(qx, qx);
+            for r in 0..N {
+                let xb = &x[r][i];
+                let sy = _mm256_sign_epi8(load32(xb.qs.as_ptr()), qx);
+                let d = _mm256_set1_ps(dw * xb.d);
+                acc[r] = _mm256_fmadd_ps(d, mul_sum_us8_pairs_float(ax, sy), acc[r]);
+            }
+        }
+        hsum_n(acc)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn q4_1<const N: usize>(w: &[u8], x: [&[BlockQ8_1]; N]) -> [f32; N] {
+        let bb = WeightType::Q4_1.block_bytes();
+        let mut acc = [_mm256_setzero_ps(); N];
+        let mut summs = [0f32; N];
+        for (i, wb) in w.chunks_exact(bb).enumerate() {
+            let (dw, mw) = (f16_at(wb, 0), f16_at(wb, 2));
+            let qx = bytes_from_nibbles_32(wb.as_ptr().add(4));
+            for r in 0..N {
+                let xb = &x[r][i];
+                summs[r] += mw * xb.s;
+                let d = _mm256_set1_ps(dw * xb.d);
+                let xy = mul_sum_us8_pairs_float(qx, load32(xb.qs.as_ptr()));
+                acc[r] = _mm256_fmadd_ps(d, xy, acc[r]);
+            }
+        }
+        let h = hsum_n(acc);
+        std::array::from_fn(|r| h[r] + summs[r])
+    }
+
+    /// The 32-byte shuffle that broadcasts 16-bit lane `i` of a 128-bit register.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn scale_shuffle_k4(i: usize) -> __m256i {
+        let lo = (2 * i) as i8;
+        let hi = (2 * i + 1) as i8;
+        let pair = [lo, hi];
+        let bytes: [i8; 32] = std::array::from_fn(|j| pair[j % 2]);
+        _mm256_loadu_si256(bytes.as_ptr() as *const __m256i)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn q4_k<const N: usize>(w: &[u8], x: [&[BlockQ8K]; N]) -> [f32; N] {
+        const KMASK1: u32 = 0x3f3f3f3f;
+        const KMASK2: u32 = 0x0f0f0f0f;
+        const KMASK3: u32 = 0x03030303;
+        let bb = WeightType::Q4K.block_bytes();
+        let m4 = _mm256_set1_epi8(0x0F);
+        let shuffles: [__m256i; 8] = std::array::from_fn(|i| scale_shuffle_k4(i));
+        let mut acc = [_mm256_setzero_ps(); N];
+        let mut acc_m = [_mm_setzero_ps(); N];
+        for (i, wb) in w.chunks_exact(bb).enumerate() {
+            let (dw, dminw) = (f16_at(wb, 0), f16_at(wb, 2));
+            // 12 packed bytes -> 8 scales (bytes 0..8) and 8 minimums (bytes 8..16).
+            let p = wb.as_ptr().add(4);
+            let mut utmp = [
+                (p as *const u32).read_unaligned(),
+                (p.add(4) as *const u32).read_unaligned(),
+                (p.add(8) as *const u32).read_unaligned(),
+                0u32,
+            ];
+            utmp[3] = ((utmp[2] >> 4) & KMASK2) | (((utmp[1] >> 6) & KMASK3) << 4);
+            let uaux = utmp[1] & KMASK1;
+            utmp[1] = (utmp[2] & KMASK2) | (((utmp[0] >> 6) & KMASK3) << 4);
+            utmp[2] = uaux;
+            utmp[0] &= KMASK1;
+            let mins_and_scales = _mm256_cvtepu8_epi16(_mm_set_epi32(
+                utmp[3] as i32,
+                utmp[2] as i32,
+                utmp[1] as i32,
+                utmp[0] as i32,
+            ));
+            let mins = _mm256_extracti128_si256(mins_and_scales, 1);
+            let sc128 = _mm256_extracti128_si256(mins_and_scales, 0);
+            let scales = _mm256_set_m128i(sc128, sc128);
+            for r in 0..N {
+                let xb = &x[r][i];
+                let q8sums = _mm256_loadu_si256(xb.bsums.as_ptr() as *const __m256i);
+                let q8s = _mm_hadd_epi16(
+                    _mm256_extracti128_si256(q8sums, 0),
+                    _mm256_extracti128_si256(q8sums, 1),
+                );
+                let prod = _mm_madd_epi16(mins, q8s);
+                let dmin = -xb.d * dminw;
+                acc_m[r] = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod), acc_m[r]);
+            }
+            let mut sumi = [_mm256_setzero_si256(); N];
+            let q4 = wb.as_ptr().add(16);
+            for j in 0..4 {
+                let scale_l = _mm256_shuffle_epi8(scales, shuffles[2 * j]);
+                let scale_h = _mm256_shuffle_epi8(scales, shuffles[2 * j + 1]);
+                let q4bits = _mm256_loadu_si256(q4.add(32 * j) as *const __m256i);
+                let q4l = _mm256_and_si256(q4bits, m4);
+                let q4h = _mm256_and_si256(_mm256_srli_epi16(q4bits, 4), m4);
+                for r in 0..N {
+                    let q8 = x[r][i].qs.as_ptr().add(64 * j);
+                    let p16l = _mm256_madd_epi16(scale_l, _mm256_maddubs_epi16(q4l, load32(q8)));
+                    let p16h =
+                        _mm256_madd_epi16(scale_h, _mm256_maddubs_epi16(q4h, load32(q8.add(32))));
+                    sumi[r] = _mm256_add_epi32(sumi[r], _mm256_add_epi32(p16l, p16h));
+                }
+            }
+            for r in 0..N {
+                let d = _mm256_set1_ps(x[r][i].d * dw);
+                acc[r] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi[r]), acc[r]);
+            }
+        }
+        let h = hsum_n(acc);
+        std::array::from_fn(|r| {
+            let mut m = acc_m[r];
+            m = _mm_add_ps(m, _mm_movehl_ps(m, m));
+            m = _mm_add_ss(m, _mm_movehdup_ps(m));
+            h[r] + _mm_cvtss_f32(m)
+        })
+    }
+
+    /// The 16-byte shuffle that puts byte `2i` in bytes 0..8 and byte `2i + 1` in 8..16.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn scale_shuffle_q6(i: usize) -> __m128i {
+        let bytes: [i8; 16] = std::array::from_fn(|j| (2 * i + j / 8) as i8);
+        _mm_loadu_si128(bytes.as_ptr() as *const __m128i)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn q6_k<const N: usize>(w: &[u8], x: [&[BlockQ8K]; N]) -> [f32; N] {
+        let bb = WeightType::Q6K.block_bytes();
+        let m4 = _mm256_set1_epi8(0x0F);
+        let m2 = _mm256_set1_epi8(3);
+        let m32s = _mm256_set1_epi8(32);
+        let shuffles: [__m128i; 8] = std::array::from_fn(|i| scale_shuffle_q6(i));
+        let mut acc = [_mm256_setzero_ps(); N];
+        for (i, wb) in w.chunks_exact(bb).enumerate() {
+            let dw = f16_at(wb, 208);
+            let scales = _mm_loadu_si128(wb.as_ptr().add(192) as *const __m128i);
+            let mut sumi = [_mm256_setzero_si256(); N];
+            for h in 0..2 {
+                let q4 = wb.as_ptr().add(64 * h);
+                let bits_h = _mm256_loadu_si256(wb.as_ptr().add(128 + 32 * h) as *const __m256i);
+                let h0 = _mm256_slli_epi16(_mm256_and_si256(bits_h, m2), 4);
+                let h1 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(bits_h, 2), m2), 4);
+                let h2 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(bits_h, 4), m2), 4);
+                let h3 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(bits_h, 6), m2), 4);
+                let bits1 = _mm256_loadu_si256(q4 as *const __m256i);
+                let bits2 = _mm256_loadu_si256(q4.add(32) as *const __m256i);
+                let v = [
+                    _mm256_or_si256(_mm256_and_si256(bits1, m4), h0),
+                    _mm256_or_si256(_mm256_and_si256(bits2, m4), h1),
+                    _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(bits1, 4), m4), h2),
+                    _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(bits2, 4), m4), h3),
+                ];
+                for (k, &qv) in v.iter().enumerate() {
+                    let scale =
+                        _mm256_cvtepi8_epi16(_mm_shuffle_epi8(scales, shuffles[4 * h + k]));
+                    for r in 0..N {
+                        let q8k = load32(x[r][i].qs.as_ptr().add(128 * h + 32 * k));
+                        let q8s = _mm256_maddubs_epi16(m32s, q8k);
+                        let p16 = _mm256_sub_epi16(_mm256_maddubs_epi16(qv, q8k), q8s);
+                        sumi[r] = _mm256_add_epi32(sumi[r], _mm256_madd_epi16(scale, p16));
+                    }
+                }
+            }
+            for r in 0..N {
+                let d = _mm256_set1_ps(x[r][i].d * dw);
+                acc[r] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi[r]), acc[r]);
+            }
+        }
+        hsum_n(acc)
+    }
+}

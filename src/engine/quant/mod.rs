@@ -1,0 +1,404 @@
+//! Quantized weight matrices in their GGUF block format, and the matrix products lcode
+//! runs over them itself instead of candle's.
+//!
+//! Why our own: candle repacks Q4_K/Q6_K into tiles that keep f32 scales (more bytes
+//! read per token, and a second copy of the weights in memory), has no fast kernel
+//! when k is not a multiple of 256 (the fast tier's 896), and rounds some products
+//! differently from llama.cpp, which moves greedy near-ties against the reference.
+//! Here the weights stay as the file's bytes (memory-mapped), activations are
+//! quantized as llama.cpp quantizes them (Q8_0, Q8_1 or Q8_K, by weight type), and
+//! each dot product adds in llama.cpp's AVX2 order: 8 float lanes, fused multiply-add
+//! per block, the same horizontal sum. The scalar code in `scalar.rs` follows the same
+//! lanes, so it gives bit-identical results; it runs where AVX2 is missing and is the
+//! oracle of the SIMD code's tests.
+
+mod avx2;
+pub mod scalar;
+
+use std::ops::Deref;
+use std::sync::{Arc, OnceLock};
+
+use candle_core::quantized::GgmlDType;
+use half::f16;
+use rayon::prelude::*;
+
+/// Values in one block of the 32-wide formats.
+pub const QK: usize = 32;
+/// Values in one K-quant super-block.
+pub const QK_K: usize = 256;
+
+/// The weight formats with a kernel of lcode's own (every tensor of the catalog's files).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightType {
+    Q4_1,
+    Q5_0,
+    Q8_0,
+    Q4K,
+    Q6K,
+}
+
+impl WeightType {
+    pub fn from_ggml(t: GgmlDType) -> Option<Self> {
+        Some(match t {
+            GgmlDType::Q4_1 => Self::Q4_1,
+            GgmlDType::Q5_0 => Self::Q5_0,
+            GgmlDType::Q8_0 => Self::Q8_0,
+            GgmlDType::Q4K => Self::Q4K,
+            GgmlDType::Q6K => Self::Q6K,
+            _ => return None,
+        })
+    }
+
+    /// Values per block.
+    pub fn block_values(self) -> usize {
+        match self {
+            Self::Q4_1 | Self::Q5_0 | Self::Q8_0 => QK,
+            Self::Q4K | Self::Q6K => QK_K,
+        }
+    }
+
+    /// Bytes per block.
+    pub fn block_bytes(self) -> usize {
+        match self {
+            // d, m (f16); 16 bytes of nibbles
+            Self::Q4_1 => 4 + QK / 2,
+            // d (f16); 32 high bits; 16 bytes of nibbles
+            Self::Q5_0 => 2 + 4 + QK / 2,
+            // d (f16); 32 signed bytes
+            Self::Q8_0 => 2 + QK,
+            // d, dmin (f16); 12 bytes of 6-bit scales and mins; 128 bytes of nibbles
+            Self::Q4K => 4 + 12 + QK_K / 2,
+            // 128 bytes of low nibbles; 64 bytes of high 2-bit pairs; 16 i8 scales; d (f16)
+            Self::Q6K => QK_K / 2 + QK_K / 4 + QK_K / 16 + 2,
+        }
+    }
+}
+
+/// The bytes of a weight matrix: a slice of the memory-mapped model file, or owned.
+#[derive(Clone)]
+pub enum WeightBytes {
+    Mapped {
+        map: Arc<memmap2::Mmap>,
+        start: usize,
+        len: usize,
+    },
+    Owned(Arc<Vec<u8>>),
+}
+
+impl Deref for WeightBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Self::Mapped { map, start, len } => &map[*start..*start + *len],
+            Self::Owned(v) => v,
+        }
+    }
+}
+
+/// A weight matrix of `n` rows by `k` columns, each row `k / block_values` blocks.
+#[derive(Clone)]
+pub struct QMatrix {
+    pub kind: WeightType,
+    pub n: usize,
+    pub k: usize,
+    bytes: WeightBytes,
+}
+
+/// One block of 32 activations quantized to Q8_0 (the partner of Q8_0 and Q5_0).
+#[derive(Clone, Copy)]
+pub struct BlockQ8_0 {
+    /// The scale, rounded to f16 as llama.cpp stores it.
+    pub d: f32,
+    pub qs: [i8; QK],
+}
+
+/// One block of 32 activations quantized to Q8_1 (the partner of Q4_1).
+#[derive(Clone, Copy)]
+pub struct BlockQ8_1 {
+    pub d: f32,
+    /// d * sum(qs), rounded to f16 as llama.cpp stores it.
+    pub s: f32,
+    pub qs: [i8; QK],
+}
+
+/// One super-block of 256 activations quantized to Q8_K (the partner of the K-quants).
+#[derive(Clone, Copy)]
+pub struct BlockQ8K {
+    pub d: f32,
+    pub qs: [i8; QK_K],
+    /// Sums of each 16 consecutive values.
+    pub bsums: [i16; QK_K / 16],
+}
+
+/// Which kernels run: chosen once per process from the CPU, `LCODE_KERNELS=scalar`
+/// forcing the portable ones (for comparisons and on CPUs without AVX2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isa {
+    Scalar,
+    Avx2,
+}
+
+pub fn isa() -> Isa {
+    static ISA: OnceLock<Isa> = OnceLock::new();
+    *ISA.get_or_init(|| {
+        if std::env::var("LCODE_KERNELS").as_deref() == Ok("scalar") {
+            return Isa::Scalar;
+        }
+        if avx2::available() {
+            Isa::Avx2
+        } else {
+            Isa::Scalar
+        }
+    })
+}
+
+fn f16_at(b: &[u8], at: usize) -> f32 {
+    f16::from_le_bytes([b[at], b[at + 1]]).to_f32()
+}
+
+/// Activations to Q8_0 blocks as llama.cpp's AVX2 `quantize_row_q8_0` does: scale
+/// max|x| / 127, values rounded half to even, the scale stored as f16.
+pub fn quantize_q8_0(x: &[f32]) -> Vec<BlockQ8_0> {
+    x.chunks_exact(QK)
+        .map(|xs| {
+            let max = xs.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let id = if max != 0.0 { 127.0 / max } else { 0.0 };
+            let mut qs = [0i8; QK];
+            for (q, &v) in qs.iter_mut().zip(xs) {
+                *q = (v * id).round_ties_even() as i8;
+            }
+            BlockQ8_0 {
+                d: f16::from_f32(max / 127.0).to_f32(),
+                qs,
+            }
+        })
+        .collect()
+}
+
+/// Activations to Q8_1 blocks: Q8_0 plus the block's scaled sum, stored as f16.
+pub fn quantize_q8_1(x: &[f32]) -> Vec<BlockQ8_1> {
+    x.chunks_exact(QK)
+        .map(|xs| {
+            let max = xs.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let d = max / 127.0;
+            let id = if max != 0.0 { 127.0 / max } else { 0.0 };
+            let mut qs = [0i8; QK];
+            let mut sum = 0i32;
+            for (q, &v) in qs.iter_mut().zip(xs) {
+                *q = (v * id).round_ties_even() as i8;
+                sum += *q as i32;
+            }
+            BlockQ8_1 {
+                d: f16::from_f32(d).to_f32(),
+                s: f16::from_f32(d * sum as f32).to_f32(),
+                qs,
+            }
+        })
+        .collect()
+}
+
+/// Activations to Q8_K super-blocks as ggml's `quantize_row_q8_K_ref`: the value of
+/// largest magnitude maps to -127 (so the scale carries its sign), rounding half to
+/// even, the scale kept in f32, and the sums of each 16 values for the K-quant minimums.
+pub fn quantize_q8_k(x: &[f32]) -> Vec<BlockQ8K> {
+    x.chunks_exact(QK_K)
+        .map(|xs| {
+            let (mut amax, mut max) = (0f32, 0f32);
+            for &v in xs {
+                if v.abs() > amax {
+                    amax = v.abs();
+                    max = v;
+                }
+            }
+            let mut b = BlockQ8K {
+                d: 0.0,
+                qs: [0; QK_K],
+                bsums: [0; QK_K / 16],
+            };
+            if amax == 0.0 {
+                return b;
+            }
+            let iscale = -127.0 / max;
+            for (q, &v) in b.qs.iter_mut().zip(xs) {
+                *q = ((iscale * v).round_ties_even() as i32).min(127) as i8;
+            }
+            for (s, qs) in b.bsums.iter_mut().zip(b.qs.chunks_exact(16)) {
+                *s = qs.iter().map(|&q| q as i16).sum();
+            }
+            b.d = 1.0 / iscale;
+            b
+        })
+        .collect()
+}
+
+/// Weight rows handed to one task: enough tasks to balance the threads, few enough
+/// that each reads a run of rows.
+fn rows_per_task(n: usize) -> usize {
+    let tasks = rayon::current_num_threads().max(1) * 8;
+    n.div_ceil(tasks).clamp(4, 64)
+}
+
+/// Activation rows multiplied against one weight row before the next: the weight row
+/// stays in L1 while these rows stream through L2.
+const ACT_TILE: usize = 32;
+
+/// The dot product of one weight row with one activation row, and where the CPU has
+/// one, the same with four activation rows at once (the weights unpacked once for
+/// the four; each result bit-identical to the one-row form).
+struct Dot<B: 'static> {
+    one: fn(&[u8], &[B]) -> f32,
+    four: Option<fn(&[u8], [&[B]; 4]) -> [f32; 4]>,
+}
+
+/// out[i, r] = dot(weight row r, activation row i) over activation rows quantized to
+/// `B`, `bpr` blocks per row. Returns (m, n).
+fn matmul_rows<B: Sync>(
+    w: &[u8],
+    n: usize,
+    row_bytes: usize,
+    xq: &[B],
+    bpr: usize,
+    dot: Dot<B>,
+) -> Vec<f32> {
+    let m = xq.len() / bpr;
+    let rows = rows_per_task(n);
+    let xrow = |i: usize| &xq[i * bpr..(i + 1) * bpr];
+    // Computed transposed, (n, m): a task owns a run of weight rows and reads each once.
+    let mut out_t = vec![0f32; n * m];
+    out_t
+        .par_chunks_mut(rows * m)
+        .enumerate()
+        .for_each(|(task, dst)| {
+            let r0 = task * rows;
+            let task_rows = dst.len() / m;
+            for i0 in (0..m).step_by(ACT_TILE) {
+                let i1 = (i0 + ACT_TILE).min(m);
+                for r in 0..task_rows {
+                    let wrow = &w[(r0 + r) * row_bytes..(r0 + r + 1) * row_bytes];
+                    let out = &mut dst[r * m..(r + 1) * m];
+                    let mut i = i0;
+                    if let Some(four) = dot.four {
+                        while i + 4 <= i1 {
+                            let y = four(wrow, [xrow(i), xrow(i + 1), xrow(i + 2), xrow(i + 3)]);
+                            out[i..i + 4].copy_from_slice(&y);
+                            i += 4;
+                        }
+                    }
+                    for i in i..i1 {
+                        out[i] = (dot.one)(wrow, xrow(i));
+                    }
+                }
+            }
+        });
+    transpose(out_t, n, m)
+}
+
+/// (n, m) -> (m, n); nothing to do for one row.
+fn transpose(t: Vec<f32>, n: usize, m: usize) -> Vec<f32> {
+    if m == 1 {
+        return t;
+    }
+    let mut out = vec![0f32; m * n];
+    for (r, col) in t.chunks_exact(m).enumerate() {
+        for (i, &v) in col.iter().enumerate() {
+            out[i * n + r] = v;
+        }
+    }
+    out
+}
+
+impl QMatrix {
+    /// `bytes` must hold exactly n rows of k values in `kind`'s blocks.
+    pub fn new(kind: WeightType, n: usize, k: usize, bytes: WeightBytes) -> Result<Self, String> {
+        if k % kind.block_values() != 0 {
+            return Err(format!(
+                "{kind:?} rows of {k} values are not whole blocks of {}",
+                kind.block_values()
+            ));
+        }
+        let want = n * k / kind.block_values() * kind.block_bytes();
+        if bytes.len() != want {
+            return Err(format!(
+                "{kind:?} matrix {n}x{k} needs {want} bytes, got {}",
+                bytes.len()
+            ));
+        }
+        Ok(Self { kind, n, k, bytes })
+    }
+
+    fn row_bytes(&self) -> usize {
+        self.k / self.kind.block_values() * self.kind.block_bytes()
+    }
+
+    /// x: (m, k) row-major -> (m, n): each activation row times each weight row.
+    pub fn matmul(&self, x: &[f32], m: usize) -> Vec<f32> {
+        assert_eq!(x.len(), m * self.k, "activations do not match the matrix");
+        let simd = isa() == Isa::Avx2;
+        let (w, n, rb) = (&self.bytes[..], self.n, self.row_bytes());
+        let bpr32 = self.k / QK;
+        let bprk = self.k / QK_K;
+        macro_rules! dot {
+            ($scalar:path, $one:path, $four:path) => {
+                if simd {
+                    Dot {
+                        one: $one,
+                        four: Some($four),
+                    }
+                } else {
+                    Dot {
+                        one: $scalar,
+                        four: None,
+                    }
+                }
+            };
+        }
+        match self.kind {
+            WeightType::Q8_0 | WeightType::Q5_0 => {
+                let xq: Vec<BlockQ8_0> = x.chunks_exact(self.k).flat_map(quantize_q8_0).collect();
+                let dot = if self.kind == WeightType::Q8_0 {
+                    dot!(scalar::dot_q8_0, avx2::dot_q8_0, avx2::dot_q8_0_n::<4>)
+                } else {
+                    dot!(scalar::dot_q5_0, avx2::dot_q5_0, avx2::dot_q5_0_n::<4>)
+                };
+                matmul_rows(w, n, rb, &xq, bpr32, dot)
+            }
+            WeightType::Q4_1 => {
+                let xq: Vec<BlockQ8_1> = x.chunks_exact(self.k).flat_map(quantize_q8_1).collect();
+                let dot = dot!(scalar::dot_q4_1, avx2::dot_q4_1, avx2::dot_q4_1_n::<4>);
+                matmul_rows(w, n, rb, &xq, bpr32, dot)
+            }
+            WeightType::Q4K | WeightType::Q6K => {
+                let xq: Vec<BlockQ8K> = x.chunks_exact(self.k).flat_map(quantize_q8_k).collect();
+                let dot = if self.kind == WeightType::Q4K {
+                    dot!(scalar::dot_q4_k, avx2::dot_q4_k, avx2::dot_q4_k_n::<4>)
+                } else {
+                    dot!(scalar::dot_q6_k, avx2::dot_q6_k, avx2::dot_q6_k_n::<4>)
+                };
+                matmul_rows(w, n, rb, &xq, bprk, dot)
+            }
+        }
+    }
+
+    /// Row `r` as f32, as ggml's `dequantize_row_*` computes it (the embedding lookup).
+    pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
+        let rb = self.row_bytes();
+        let row = &self.bytes[r * rb..(r + 1) * rb];
+        let bb = self.kind.block_bytes();
+        let bv = self.kind.block_values();
+        for (b, o) in row.chunks_exact(bb).zip(out.chunks_exact_mut(bv)) {
+            scalar::dequantize_block(self.kind, b, o);
+        }
+    }
+
+    /// Rows `ids` as f32: (ids.len(), k).
+    pub fn rows(&self, ids: &[u32]) -> Vec<f32> {
+        let mut out = vec![0f32; ids.len() * self.k];
+        for (&id, o) in ids.iter().zip(out.chunks_exact_mut(self.k)) {
+            self.dequantize_row(id as usize, o);
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,214 @@
+use super::*;
+use candle_core::quantized::{QStorage, QTensor};
+use candle_core::Device;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+const KINDS: [WeightType; 5] = [
+    WeightType::Q4_1,
+    WeightType::Q5_0,
+    WeightType::Q8_0,
+    WeightType::Q4K,
+    WeightType::Q6K,
+];
+
+fn ggml(kind: WeightType) -> GgmlDType {
+    match kind {
+        WeightType::Q4_1 => GgmlDType::Q4_1,
+        WeightType::Q5_0 => GgmlDType::Q5_0,
+        WeightType::Q8_0 => GgmlDType::Q8_0,
+        WeightType::Q4K => GgmlDType::Q4K,
+        WeightType::Q6K => GgmlDType::Q6K,
+    }
+}
+
+/// Random blocks: random bytes with the f16 scales overwritten by small finite values.
+fn random_blocks(kind: WeightType, blocks: usize, rng: &mut StdRng) -> Vec<u8> {
+    let bb = kind.block_bytes();
+    let mut bytes: Vec<u8> = (0..blocks * bb).map(|_| rng.random()).collect();
+    let scale_offsets: &[usize] = match kind {
+        WeightType::Q4_1 | WeightType::Q4K => &[0, 2],
+        WeightType::Q5_0 | WeightType::Q8_0 => &[0],
+        WeightType::Q6K => &[208],
+    };
+    for b in bytes.chunks_exact_mut(bb) {
+        for &at in scale_offsets {
+            let v = f16::from_f32(rng.random_range(0.001f32..0.05));
+            b[at..at + 2].copy_from_slice(&v.to_le_bytes());
+        }
+    }
+    bytes
+}
+
+fn random_activations(len: usize, rng: &mut StdRng) -> Vec<f32> {
+    (0..len).map(|_| rng.random_range(-3.0f32..3.0)).collect()
+}
+
+fn matrix(kind: WeightType, n: usize, k: usize, rng: &mut StdRng) -> QMatrix {
+    let bytes = random_blocks(kind, n * k / kind.block_values(), rng);
+    QMatrix::new(kind, n, k, WeightBytes::Owned(Arc::new(bytes))).unwrap()
+}
+
+#[test]
+fn dequantized_rows_equal_candles() {
+    let mut rng = StdRng::seed_from_u64(1);
+    for kind in KINDS {
+        let (n, k) = (3, 512);
+        let m = matrix(kind, n, k, &mut rng);
+        let storage =
+            QStorage::from_data(std::borrow::Cow::Owned(m.bytes.to_vec()), &Device::Cpu, ggml(kind))
+                .unwrap();
+        let theirs = QTensor::new(storage, (n, k))
+            .unwrap()
+            .dequantize(&Device::Cpu)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let ours = m.rows(&[0, 1, 2]);
+        for (i, (a, b)) in ours.iter().zip(&theirs).enumerate() {
+            assert!((a - b).abs() <= 1e-6 * b.abs().max(1.0), "{kind:?} value {i}: {a} vs {b}");
+        }
+    }
+}
+
+/// The dot products against the exact sum over dequantized weights and activations.
+#[test]
+fn dot_products_equal_the_dequantized_sum() {
+    let mut rng = StdRng::seed_from_u64(2);
+    for kind in KINDS {
+        let k = 4 * QK_K + if kind.block_values() == QK { 96 } else { 0 };
+        let m = matrix(kind, 1, k, &mut rng);
+        let x = random_activations(k, &mut rng);
+        let w = m.rows(&[0]);
+        // The activations as the kernel sees them, after their own quantization.
+        let xs: Vec<f32> = match kind {
+            WeightType::Q4_1 => quantize_q8_1(&x)
+                .iter()
+                .flat_map(|b| b.qs.map(|q| q as f32 * b.d))
+                .collect(),
+            WeightType::Q5_0 | WeightType::Q8_0 => quantize_q8_0(&x)
+                .iter()
+                .flat_map(|b| b.qs.map(|q| q as f32 * b.d))
+                .collect(),
+            WeightType::Q4K | WeightType::Q6K => quantize_q8_k(&x)
+                .iter()
+                .flat_map(|b| b.qs.map(|q| q as f32 * b.d))
+                .collect(),
+        };
+        let want: f64 = w.iter().zip(&xs).map(|(&a, &b)| a as f64 * b as f64).sum();
+        let scale: f64 = w.iter().zip(&xs).map(|(&a, &b)| (a as f64 * b as f64).abs()).sum();
+        let got = m.matmul(&x, 1)[0] as f64;
+        assert!(
+            (got - want).abs() <= 2e-3 * scale,
+            "{kind:?}: {got} vs {want} (scale {scale})"
+        );
+    }
+}
+
+#[test]
+fn avx2_equals_scalar_bit_for_bit() {
+    if !avx2::available() {
+        eprintln!("no AVX2 on this CPU: the scalar kernels are the only ones");
+        return;
+    }
+    let mut rng = StdRng::seed_from_u64(3);
+    for _ in 0..20 {
+        let k = 2 * QK_K;
+        let x = random_activations(k, &mut rng);
+        let (x0, x1, xk) = (quantize_q8_0(&x), quantize_q8_1(&x), quantize_q8_k(&x));
+        let w = |kind| random_blocks(kind, k / WeightType::block_values(kind), &mut rng.clone());
+        let eq = |a: f32, b: f32, what: &str| assert_eq!(a.to_bits(), b.to_bits(), "{what}: {a} vs {b}");
+        let q = w(WeightType::Q8_0);
+        eq(avx2::dot_q8_0(&q, &x0), scalar::dot_q8_0(&q, &x0), "q8_0");
+        let q = w(WeightType::Q5_0);
+        eq(avx2::dot_q5_0(&q, &x0), scalar::dot_q5_0(&q, &x0), "q5_0");
+        let q = w(WeightType::Q4_1);
+        eq(avx2::dot_q4_1(&q, &x1), scalar::dot_q4_1(&q, &x1), "q4_1");
+        let q = w(WeightType::Q4K);
+        eq(avx2::dot_q4_k(&q, &xk), scalar::dot_q4_k(&q, &xk), "q4_k");
+        let q = w(WeightType::Q6K);
+        eq(avx2::dot_q6_k(&q, &xk), scalar::dot_q6_k(&q, &xk), "q6_k");
+        rng.random::<u64>();
+    }
+}
+
+#[test]
+fn four_rows_at_once_equal_one_at_a_time() {
+    if !avx2::available() {
+        eprintln!("no AVX2 on this CPU: the four-row kernels are never chosen");
+        return;
+    }
+    let mut rng = StdRng::seed_from_u64(5);
+    let k = 2 * QK_K;
+    let xs: Vec<Vec<f32>> = (0..4).map(|_| random_activations(k, &mut rng)).collect();
+    let eq = |four: [f32; 4], one: &dyn Fn(usize) -> f32, what: &str| {
+        for (r, v) in four.iter().enumerate() {
+            assert_eq!(v.to_bits(), one(r).to_bits(), "{what} row {r}");
+        }
+    };
+    let q0: Vec<Vec<BlockQ8_0>> = xs.iter().map(|x| quantize_q8_0(x)).collect();
+    let q1: Vec<Vec<BlockQ8_1>> = xs.iter().map(|x| quantize_q8_1(x)).collect();
+    let qk: Vec<Vec<BlockQ8K>> = xs.iter().map(|x| quantize_q8_k(x)).collect();
+    let r0 = [&q0[0][..], &q0[1], &q0[2], &q0[3]];
+    let r1 = [&q1[0][..], &q1[1], &q1[2], &q1[3]];
+    let rk = [&qk[0][..], &qk[1], &qk[2], &qk[3]];
+    let w = random_blocks(WeightType::Q8_0, k / QK, &mut rng);
+    eq(avx2::dot_q8_0_n(&w, r0), &|r| scalar::dot_q8_0(&w, r0[r]), "q8_0");
+    let w = random_blocks(WeightType::Q5_0, k / QK, &mut rng);
+    eq(avx2::dot_q5_0_n(&w, r0), &|r| scalar::dot_q5_0(&w, r0[r]), "q5_0");
+    let w = random_blocks(WeightType::Q4_1, k / QK, &mut rng);
+    eq(avx2::dot_q4_1_n(&w, r1), &|r| scalar::dot_q4_1(&w, r1[r]), "q4_1");
+    let w = random_blocks(WeightType::Q4K, k / QK_K, &mut rng);
+    eq(avx2::dot_q4_k_n(&w, rk), &|r| scalar::dot_q4_k(&w, rk[r]), "q4_k");
+    let w = random_blocks(WeightType::Q6K, k / QK_K, &mut rng);
+    eq(avx2::dot_q6_k_n(&w, rk), &|r| scalar::dot_q6_k(&w, rk[r]), "q6_k");
+}
+
+#[test]
+fn matmul_lays_out_rows_by_activation() {
+    let mut rng = StdRng::seed_from_u64(4);
+    let (n, k, m) = (70, 256, 37);
+    let w = matrix(WeightType::Q4K, n, k, &mut rng);
+    let x = random_activations(m * k, &mut rng);
+    let all = w.matmul(&x, m);
+    for i in [0, 17, 36] {
+        let one = w.matmul(&x[i * k..(i + 1) * k], 1);
+        assert_eq!(&all[i * n..(i + 1) * n], &one[..], "activation row {i}");
+    }
+}
+
+#[test]
+fn q8_k_maps_the_largest_value_to_minus_127_and_keeps_sums() {
+    let mut x = vec![0.5f32; QK_K];
+    x[7] = -4.0;
+    x[9] = 1.0;
+    let b = &quantize_q8_k(&x)[0];
+    assert_eq!(b.qs[7], -127);
+    assert!((b.d * b.qs[7] as f32 - -4.0).abs() < 1e-6);
+    for (s, qs) in b.bsums.iter().zip(b.qs.chunks_exact(16)) {
+        assert_eq!(*s, qs.iter().map(|&q| q as i16).sum::<i16>());
+    }
+    assert_eq!(quantize_q8_k(&[0.0; QK_K])[0].d, 0.0);
+}
+
+#[test]
+fn q8_1_rounds_half_to_even_and_keeps_the_sum() {
+    // max 127 makes the scale 1: 2.5 -> 2, 3.5 -> 4, -0.5 -> 0.
+    let mut x = vec![0f32; QK];
+    x[0] = 127.0;
+    x[1] = 2.5;
+    x[2] = 3.5;
+    x[3] = -0.5;
+    let b = &quantize_q8_1(&x)[0];
+    assert_eq!(&b.qs[..4], &[127, 2, 4, 0]);
+    assert_eq!(b.s, 133.0);
+}
+
+#[test]
+fn a_matrix_of_the_wrong_size_is_refused() {
+    let bytes = WeightBytes::Owned(Arc::new(vec![0u8; 10]));
+    assert!(QMatrix::new(WeightType::Q8_0, 1, 32, bytes.clone()).is_err());
+    assert!(QMatrix::new(WeightType::Q4K, 1, 100, bytes).is_err());
+}
