@@ -135,7 +135,6 @@ fn tiny_greedy_matches_llama_cpp() {
 }
 
 #[test]
-#[ignore = "fast tier: 35/40 at last measurement, under the 90% bar; needs llama.cpp-exact Q5_0/Q8_0/K-quant kernels (see the engine issue note); run with --ignored"]
 fn fast_greedy_matches_llama_cpp() {
     greedy_parity("fast", "greedy-qwen2.5-coder-0.5b-public.json");
 }

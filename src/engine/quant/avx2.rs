@@ -206,6 +206,25 @@ mod imp {
         _mm256_loadu_si256(bytes.as_ptr() as *const __m256i)
     }
 
+    /// Sum of the eight 32-bit lanes (exact: integers).
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn hsum_i32_8(v: __m256i) -> i32 {
+        let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
+        _mm_cvtsi128_si32(s)
+    }
+
+    /// Sum of the four 32-bit lanes.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn hsum_i32_4(s: __m128i) -> i32 {
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
+        _mm_cvtsi128_si32(s)
+    }
+
+    /// Q4_K in the order of llama.cpp's repacked AVX2 kernel (see `scalar::dot_q4_k`):
+    /// exact integer sums per super-block, one fused multiply-add each.
     #[target_feature(enable = "avx2,fma")]
     unsafe fn q4_k<const N: usize>(w: &[u8], x: [&[BlockQ8K]; N]) -> [f32; N] {
         const KMASK1: u32 = 0x3f3f3f3f;
@@ -214,8 +233,8 @@ mod imp {
         let bb = WeightType::Q4K.block_bytes();
         let m4 = _mm256_set1_epi8(0x0F);
         let shuffles: [__m256i; 8] = std::array::from_fn(|i| scale_shuffle_k4(i));
-        let mut acc = [_mm256_setzero_ps(); N];
-        let mut acc_m = [_mm_setzero_ps(); N];
+        let mut acc = [0f32; N];
+        let mut acc_m = [0f32; N];
         for (i, wb) in w.chunks_exact(bb).enumerate() {
             let (dw, dminw) = (f16_at(wb, 0), f16_at(wb, 2));
             // 12 packed bytes -> 8 scales (bytes 0..8) and 8 minimums (bytes 8..16).
@@ -240,17 +259,6 @@ mod imp {
             let mins = _mm256_extracti128_si256(mins_and_scales, 1);
             let sc128 = _mm256_extracti128_si256(mins_and_scales, 0);
             let scales = _mm256_set_m128i(sc128, sc128);
-            for r in 0..N {
-                let xb = &x[r][i];
-                let q8sums = _mm256_loadu_si256(xb.bsums.as_ptr() as *const __m256i);
-                let q8s = _mm_hadd_epi16(
-                    _mm256_extracti128_si256(q8sums, 0),
-                    _mm256_extracti128_si256(q8sums, 1),
-                );
-                let prod = _mm_madd_epi16(mins, q8s);
-                let dmin = -xb.d * dminw;
-                acc_m[r] = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod), acc_m[r]);
-            }
             let mut sumi = [_mm256_setzero_si256(); N];
             let q4 = wb.as_ptr().add(16);
             for j in 0..4 {
@@ -268,17 +276,19 @@ mod imp {
                 }
             }
             for r in 0..N {
-                let d = _mm256_set1_ps(x[r][i].d * dw);
-                acc[r] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi[r]), acc[r]);
+                let xb = &x[r][i];
+                let q8sums = _mm256_loadu_si256(xb.bsums.as_ptr() as *const __m256i);
+                let q8s = _mm_hadd_epi16(
+                    _mm256_extracti128_si256(q8sums, 0),
+                    _mm256_extracti128_si256(q8sums, 1),
+                );
+                let imin = hsum_i32_4(_mm_madd_epi16(mins, q8s));
+                let isum = hsum_i32_8(sumi[r]);
+                acc[r] = (isum as f32).mul_add(dw * xb.d, acc[r]);
+                acc_m[r] = (imin as f32).mul_add(dminw * xb.d, acc_m[r]);
             }
         }
-        let h = hsum_n(acc);
-        std::array::from_fn(|r| {
-            let mut m = acc_m[r];
-            m = _mm_add_ps(m, _mm_movehl_ps(m, m));
-            m = _mm_add_ss(m, _mm_movehdup_ps(m));
-            h[r] + _mm_cvtss_f32(m)
-        })
+        std::array::from_fn(|r| acc[r] - acc_m[r])
     }
 
     /// The 16-byte shuffle that puts byte `2i` in bytes 0..8 and byte `2i + 1` in 8..16.
@@ -288,17 +298,19 @@ mod imp {
         _mm_loadu_si128(bytes.as_ptr() as *const __m128i)
     }
 
+    /// Q6_K as llama.cpp's AVX2 kernel: products of the unsigned 6-bit values, the
+    /// "less 32" taken off each lane at the end through the activations' 16-value sums.
     #[target_feature(enable = "avx2,fma")]
     unsafe fn q6_k<const N: usize>(w: &[u8], x: [&[BlockQ8K]; N]) -> [f32; N] {
         let bb = WeightType::Q6K.block_bytes();
         let m4 = _mm256_set1_epi8(0x0F);
         let m2 = _mm256_set1_epi8(3);
-        let m32s = _mm256_set1_epi8(32);
         let shuffles: [__m128i; 8] = std::array::from_fn(|i| scale_shuffle_q6(i));
         let mut acc = [_mm256_setzero_ps(); N];
         for (i, wb) in w.chunks_exact(bb).enumerate() {
             let dw = f16_at(wb, 208);
             let scales = _mm_loadu_si128(wb.as_ptr().add(192) as *const __m128i);
+            let scales_16 = _mm256_cvtepi8_epi16(scales);
             let mut sumi = [_mm256_setzero_si256(); N];
             for h in 0..2 {
                 let q4 = wb.as_ptr().add(64 * h);
@@ -320,15 +332,18 @@ mod imp {
                         _mm256_cvtepi8_epi16(_mm_shuffle_epi8(scales, shuffles[4 * h + k]));
                     for r in 0..N {
                         let q8k = load32(x[r][i].qs.as_ptr().add(128 * h + 32 * k));
-                        let q8s = _mm256_maddubs_epi16(m32s, q8k);
-                        let p16 = _mm256_sub_epi16(_mm256_maddubs_epi16(qv, q8k), q8s);
+                        let p16 = _mm256_maddubs_epi16(qv, q8k);
                         sumi[r] = _mm256_add_epi32(sumi[r], _mm256_madd_epi16(scale, p16));
                     }
                 }
             }
             for r in 0..N {
-                let d = _mm256_set1_ps(x[r][i].d * dw);
-                acc[r] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi[r]), acc[r]);
+                let xb = &x[r][i];
+                let q8sums = _mm256_loadu_si256(xb.bsums.as_ptr() as *const __m256i);
+                let sub = _mm256_slli_epi32(_mm256_madd_epi16(q8sums, scales_16), 5);
+                let s = _mm256_sub_epi32(sumi[r], sub);
+                let d = _mm256_set1_ps(xb.d * dw);
+                acc[r] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(s), acc[r]);
             }
         }
         hsum_n(acc)

@@ -101,48 +101,37 @@ pub fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
 /// Q4_K: 4 groups of 64 values; in group j the low nibbles of 32 bytes are values
 /// 64j..64j+32 (scale 2j), the high nibbles the next 32 (scale 2j+1). The minimums
 /// meet the activations through their 16-value sums.
+///
+/// On AVX2 llama.cpp does not run its vec_dot for Q4_K: it repacks the matrices (rows
+/// in eights) and sums each super-block exactly in integers, then adds
+/// `sum * (d_w * d_x)` with one fused multiply-add per super-block, the minimums' term
+/// likewise apart, and subtracts the two at the end. This follows that order.
 pub fn dot_q4_k(w: &[u8], x: &[BlockQ8K]) -> f32 {
-    let mut acc = [0f32; 8];
-    let mut acc_m = [0f32; 4];
+    let mut acc = 0f32;
+    let mut acc_m = 0f32;
     for (wb, xb) in w.chunks_exact(WeightType::Q4K.block_bytes()).zip(x) {
-        let d = xb.d * f16_at(wb, 0);
-        let dmin = -xb.d * f16_at(wb, 2);
         let packed = &wb[4..16];
-        let (sc, mn): (Vec<i32>, Vec<i32>) = (0..8)
-            .map(|j| {
-                let (s, m) = scale_min_k4(j, packed);
-                (s as i32, m as i32)
-            })
-            .unzip();
-        // 32-value sums of the activations, paired with the minimums two by two.
-        let q8s: Vec<i32> = (0..8)
-            .map(|t| xb.bsums[2 * t] as i32 + xb.bsums[2 * t + 1] as i32)
-            .collect();
-        for (v, a) in acc_m.iter_mut().enumerate() {
-            let prod = mn[2 * v] * q8s[2 * v] + mn[2 * v + 1] * q8s[2 * v + 1];
-            *a = dmin.mul_add(prod as f32, *a);
-        }
         let qs = &wb[16..];
-        let mut sumi = [0i32; 8];
+        let (mut isum, mut imin) = (0i32, 0i32);
         for j in 0..QK_K / 64 {
+            let (sc_lo, mn_lo) = scale_min_k4(2 * j, packed);
+            let (sc_hi, mn_hi) = scale_min_k4(2 * j + 1, packed);
             let q4 = &qs[32 * j..32 * j + 32];
-            let low: [i32; QK] = std::array::from_fn(|b| (q4[b] & 0x0F) as i32);
-            let high: [i32; QK] = std::array::from_fn(|b| (q4[b] >> 4) as i32);
-            let lo = lanes(&low, &xb.qs[64 * j..64 * j + 32]);
-            let hi = lanes(&high, &xb.qs[64 * j + 32..64 * j + 64]);
-            for u in 0..8 {
-                sumi[u] += sc[2 * j] * lo[u] + sc[2 * j + 1] * hi[u];
-            }
+            let (y_lo, y_hi) = (&xb.qs[64 * j..64 * j + 32], &xb.qs[64 * j + 32..64 * j + 64]);
+            let lo: i32 = (0..32).map(|b| (q4[b] & 0x0F) as i32 * y_lo[b] as i32).sum();
+            let hi: i32 = (0..32).map(|b| (q4[b] >> 4) as i32 * y_hi[b] as i32).sum();
+            isum += sc_lo as i32 * lo + sc_hi as i32 * hi;
+            let bsum = |t: usize| xb.bsums[2 * t] as i32 + xb.bsums[2 * t + 1] as i32;
+            imin += mn_lo as i32 * bsum(2 * j) + mn_hi as i32 * bsum(2 * j + 1);
         }
-        for (a, s) in acc.iter_mut().zip(sumi) {
-            *a = d.mul_add(s as f32, *a);
-        }
+        acc = (isum as f32).mul_add(f16_at(wb, 0) * xb.d, acc);
+        acc_m = (imin as f32).mul_add(f16_at(wb, 2) * xb.d, acc_m);
     }
-    let m = (acc_m[0] + acc_m[2]) + (acc_m[1] + acc_m[3]);
-    hsum8(acc) + m
+    acc - acc_m
 }
 
-/// Q6_K values of one 128-value half: `ql` 64 bytes, `qh` 32 bytes; value 32k + l.
+/// Q6_K values of one 128-value half, unsigned (0..63; the value is this less 32):
+/// `ql` 64 bytes, `qh` 32 bytes; value 32k + l.
 fn q6_k_half(ql: &[u8], qh: &[u8]) -> [[i32; QK]; 4] {
     std::array::from_fn(|k| {
         std::array::from_fn(|l| {
@@ -153,30 +142,35 @@ fn q6_k_half(ql: &[u8], qh: &[u8]) -> [[i32; QK]; 4] {
                 _ => ql[l + 32] >> 4,
             };
             let high = (qh[l] >> (2 * k)) & 3;
-            (low | (high << 4)) as i32 - 32
+            (low | (high << 4)) as i32
         })
     })
 }
 
-/// Q6_K: 6-bit values less 32, one signed 8-bit scale per 16 values.
+/// Q6_K: 6-bit values less 32, one signed 8-bit scale per 16 values. As llama.cpp's
+/// AVX2 kernel: the products use the unsigned values, and the "less 32" comes off
+/// each lane at the end as 32 * scale * (16-value sum of the activations), lane u
+/// taking the sums of values 32u..32u+32 of the super-block.
 pub fn dot_q6_k(w: &[u8], x: &[BlockQ8K]) -> f32 {
     let mut acc = [0f32; 8];
     for (wb, xb) in w.chunks_exact(WeightType::Q6K.block_bytes()).zip(x) {
         let d = xb.d * f16_at(wb, 208);
-        let (ql, qh, sc) = (&wb[..128], &wb[128..192], &wb[192..208]);
+        let (ql, qh) = (&wb[..128], &wb[128..192]);
+        let sc: [i32; 16] = std::array::from_fn(|i| wb[192 + i] as i8 as i32);
         let mut sumi = [0i32; 8];
         for h in 0..2 {
             let values = q6_k_half(&ql[64 * h..], &qh[32 * h..]);
             for (k, v) in values.iter().enumerate() {
                 let p = lanes(v, &xb.qs[128 * h + 32 * k..128 * h + 32 * k + 32]);
                 for u in 0..8 {
-                    let s = sc[8 * h + 2 * k + u / 4] as i8 as i32;
-                    sumi[u] += s * p[u];
+                    sumi[u] += sc[8 * h + 2 * k + u / 4] * p[u];
                 }
             }
         }
-        for (a, s) in acc.iter_mut().zip(sumi) {
-            *a = d.mul_add(s as f32, *a);
+        for (u, (a, s)) in acc.iter_mut().zip(sumi).enumerate() {
+            let sub = 32
+                * (xb.bsums[2 * u] as i32 * sc[2 * u] + xb.bsums[2 * u + 1] as i32 * sc[2 * u + 1]);
+            *a = d.mul_add((s - sub) as f32, *a);
         }
     }
     hsum8(acc)
@@ -227,7 +221,7 @@ pub fn dequantize_block(kind: WeightType, b: &[u8], out: &mut [f32]) {
                 for (k, v) in values.iter().enumerate() {
                     for (l, &q) in v.iter().enumerate() {
                         let s = sc[8 * h + 2 * k + l / 16] as i8 as f32;
-                        out[128 * h + 32 * k + l] = d * s * q as f32;
+                        out[128 * h + 32 * k + l] = d * s * (q - 32) as f32;
                     }
                 }
             }
