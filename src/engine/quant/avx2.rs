@@ -275,17 +275,37 @@ mod imp {
                     sumi[r] = _mm256_add_epi32(sumi[r], _mm256_add_epi32(p16l, p16h));
                 }
             }
-            for r in 0..N {
-                let xb = &x[r][i];
-                let q8sums = _mm256_loadu_si256(xb.bsums.as_ptr() as *const __m256i);
-                let q8s = _mm_hadd_epi16(
+            let q8s = |r: usize| {
+                let q8sums = _mm256_loadu_si256(x[r][i].bsums.as_ptr() as *const __m256i);
+                _mm_hadd_epi16(
                     _mm256_extracti128_si256(q8sums, 0),
                     _mm256_extracti128_si256(q8sums, 1),
-                );
-                let imin = hsum_i32_4(_mm_madd_epi16(mins, q8s));
-                let isum = hsum_i32_8(sumi[r]);
-                acc[r] = (isum as f32).mul_add(dw * xb.d, acc[r]);
-                acc_m[r] = (imin as f32).mul_add(dminw * xb.d, acc_m[r]);
+                )
+            };
+            if N == 4 {
+                // The four rows' totals side by side: the same integers, and per row the
+                // same float operations as below, four at a time.
+                let s01 = _mm256_hadd_epi32(sumi[0], sumi[1]);
+                let s23 = _mm256_hadd_epi32(sumi[2], sumi[3]);
+                let s = _mm256_hadd_epi32(s01, s23);
+                let isum = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+                let m: [__m128i; 4] = std::array::from_fn(|r| _mm_madd_epi16(mins, q8s(r)));
+                let imin = _mm_hadd_epi32(_mm_hadd_epi32(m[0], m[1]), _mm_hadd_epi32(m[2], m[3]));
+                let dy = _mm_set_ps(x[3][i].d, x[2][i].d, x[1][i].d, x[0][i].d);
+                let mut a = _mm_loadu_ps(acc.as_ptr());
+                let mut am = _mm_loadu_ps(acc_m.as_ptr());
+                a = _mm_fmadd_ps(_mm_cvtepi32_ps(isum), _mm_mul_ps(_mm_set1_ps(dw), dy), a);
+                am = _mm_fmadd_ps(_mm_cvtepi32_ps(imin), _mm_mul_ps(_mm_set1_ps(dminw), dy), am);
+                _mm_storeu_ps(acc.as_mut_ptr(), a);
+                _mm_storeu_ps(acc_m.as_mut_ptr(), am);
+            } else {
+                for r in 0..N {
+                    let xb = &x[r][i];
+                    let imin = hsum_i32_4(_mm_madd_epi16(mins, q8s(r)));
+                    let isum = hsum_i32_8(sumi[r]);
+                    acc[r] = (isum as f32).mul_add(dw * xb.d, acc[r]);
+                    acc_m[r] = (imin as f32).mul_add(dminw * xb.d, acc_m[r]);
+                }
             }
         }
         std::array::from_fn(|r| acc[r] - acc_m[r])

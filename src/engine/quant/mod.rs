@@ -240,7 +240,7 @@ fn rows_per_task(n: usize) -> usize {
 
 /// Activation rows multiplied against one weight row before the next: the weight row
 /// stays in L1 while these rows stream through L2.
-const ACT_TILE: usize = 32;
+const ACT_TILE: usize = 16;
 
 /// The dot product of one weight row with one activation row, and where the CPU has
 /// one, the same with four activation rows at once (the weights unpacked once for
@@ -263,49 +263,41 @@ fn matmul_rows<B: Sync>(
     let m = xq.len() / bpr;
     let rows = rows_per_task(n);
     let xrow = |i: usize| &xq[i * bpr..(i + 1) * bpr];
-    // Computed transposed, (n, m): a task owns a run of weight rows and reads each once.
-    let mut out_t = vec![0f32; n * m];
-    out_t
-        .par_chunks_mut(rows * m)
-        .enumerate()
-        .for_each(|(task, dst)| {
-            let r0 = task * rows;
-            let task_rows = dst.len() / m;
-            for i0 in (0..m).step_by(ACT_TILE) {
-                let i1 = (i0 + ACT_TILE).min(m);
-                for r in 0..task_rows {
-                    let wrow = &w[(r0 + r) * row_bytes..(r0 + r + 1) * row_bytes];
-                    let out = &mut dst[r * m..(r + 1) * m];
-                    let mut i = i0;
-                    if let Some(four) = dot.four {
-                        while i + 4 <= i1 {
-                            let y = four(wrow, [xrow(i), xrow(i + 1), xrow(i + 2), xrow(i + 3)]);
-                            out[i..i + 4].copy_from_slice(&y);
-                            i += 4;
+    let mut out = vec![0f32; m * n];
+    let out_ptr = SharedOut(out.as_mut_ptr());
+    (0..n.div_ceil(rows)).into_par_iter().for_each(|task| {
+        let out_ptr = &out_ptr;
+        let (r0, r1) = (task * rows, ((task + 1) * rows).min(n));
+        // SAFETY: task `t` writes only columns r0..r1 of `out` (m x n), which no other
+        // task touches, and `out` outlives the parallel loop.
+        let put = |i: usize, r: usize, v: f32| unsafe { *out_ptr.0.add(i * n + r) = v };
+        for i0 in (0..m).step_by(ACT_TILE) {
+            let i1 = (i0 + ACT_TILE).min(m);
+            for r in r0..r1 {
+                let wrow = &w[r * row_bytes..(r + 1) * row_bytes];
+                let mut i = i0;
+                if let Some(four) = dot.four {
+                    while i + 4 <= i1 {
+                        let y = four(wrow, [xrow(i), xrow(i + 1), xrow(i + 2), xrow(i + 3)]);
+                        for (j, v) in y.into_iter().enumerate() {
+                            put(i + j, r, v);
                         }
-                    }
-                    for i in i..i1 {
-                        out[i] = (dot.one)(wrow, xrow(i));
+                        i += 4;
                     }
                 }
+                for i in i..i1 {
+                    put(i, r, (dot.one)(wrow, xrow(i)));
+                }
             }
-        });
-    transpose(out_t, n, m)
-}
-
-/// (n, m) -> (m, n); nothing to do for one row.
-fn transpose(t: Vec<f32>, n: usize, m: usize) -> Vec<f32> {
-    if m == 1 {
-        return t;
-    }
-    let mut out = vec![0f32; m * n];
-    for (r, col) in t.chunks_exact(m).enumerate() {
-        for (i, &v) in col.iter().enumerate() {
-            out[i * n + r] = v;
         }
-    }
+    });
     out
 }
+
+/// The output buffer shared by the tasks of one product, each writing its own columns.
+struct SharedOut(*mut f32);
+// SAFETY: see `matmul_rows`: tasks write disjoint elements.
+unsafe impl Sync for SharedOut {}
 
 impl QMatrix {
     /// `bytes` must hold exactly n rows of k values in `kind`'s blocks.
