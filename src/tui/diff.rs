@@ -5,7 +5,7 @@
 
 use ratatui::buffer::Buffer;
 use ratatui::layout::Rect;
-use ratatui::style::Modifier;
+use ratatui::style::{Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Paragraph, Widget};
 
@@ -214,33 +214,36 @@ impl DiffView {
                 let (mut old_n, mut new_n) = (h.old_start, h.new_start);
                 for (line, spans) in h.lines.iter().zip(highlighted) {
                     let sign = line.chars().next().unwrap_or(' ');
-                    let (nums, sign_style) = match sign {
+                    let (nums, sign_style, line_bg) = match sign {
                         '-' => {
                             old_n += 1;
-                            (format!("{:>4}      ", old_n - 1), theme.diff_removed)
+                            let n = format!("{:>4}      ", old_n - 1);
+                            (n, theme.diff_removed, theme.diff_removed_line)
                         }
                         '+' => {
                             new_n += 1;
-                            (format!("     {:>4} ", new_n - 1), theme.diff_added)
+                            let n = format!("     {:>4} ", new_n - 1);
+                            (n, theme.diff_added, theme.diff_added_line)
                         }
                         _ => {
                             old_n += 1;
                             new_n += 1;
-                            (format!("{:>4} {:>4} ", old_n - 1, new_n - 1), theme.muted)
+                            let n = format!("{:>4} {:>4} ", old_n - 1, new_n - 1);
+                            (n, theme.muted, Style::default())
                         }
                     };
                     let dim = !h.accepted && sign != ' ';
                     let mut row = vec![
                         Span::styled(nums, theme.muted),
-                        Span::styled(sign.to_string(), sign_style),
+                        Span::styled(sign.to_string(), sign_style.patch(line_bg)),
                     ];
                     for s in spans {
+                        // Changed code keeps its syntax colours on the line's tint; without
+                        // colour (NO_COLOR) the sign column tells the lines apart.
                         let st = if dim {
                             theme.muted.add_modifier(Modifier::CROSSED_OUT)
-                        } else if sign == ' ' {
-                            s.style
                         } else {
-                            sign_style
+                            s.style.patch(line_bg)
                         };
                         row.push(Span::styled(s.content, st));
                     }
@@ -325,5 +328,28 @@ mod tests {
         v.step_file(false);
         assert_eq!(v.set_current(false), Some((0, 0)));
         assert_eq!(v.accepted_count(), 2);
+    }
+
+    #[test]
+    fn changed_lines_keep_their_syntax_colours_on_a_tint() {
+        let theme = Theme::load("dark", false).unwrap();
+        let diff = "--- a/x.py\n+++ b/x.py\n@@ -1,1 +1,1 @@\n-def f(): return 1\n+def f(): return 2\n";
+        let v = DiffView::new(diff);
+        let (lines, _) = v.display_lines(0, &theme, true);
+        let code_spans = |prefix: &str| -> Vec<Span<'static>> {
+            let l = lines
+                .iter()
+                .find(|l| l.spans.get(1).is_some_and(|s| s.content == prefix))
+                .expect("the changed line");
+            l.spans[2..].to_vec()
+        };
+        for (sign, bg) in [("+", theme.diff_added_line.bg), ("-", theme.diff_removed_line.bg)] {
+            let spans = code_spans(sign);
+            assert!(bg.is_some());
+            assert!(spans.iter().all(|s| s.style.bg == bg), "{sign}: {spans:?}");
+            // syntect colours the keyword and the number differently.
+            let fgs: std::collections::HashSet<_> = spans.iter().map(|s| s.style.fg).collect();
+            assert!(fgs.len() > 1, "{sign}: one colour only: {spans:?}");
+        }
     }
 }

@@ -18,6 +18,8 @@ struct ThemeFile {
     tool: Option<String>,
     diff_added: Option<String>,
     diff_removed: Option<String>,
+    diff_added_bg: Option<String>,
+    diff_removed_bg: Option<String>,
     border: Option<String>,
     focus: Option<String>,
     status: Option<String>,
@@ -39,6 +41,8 @@ impl ThemeFile {
             tool,
             diff_added,
             diff_removed,
+            diff_added_bg,
+            diff_removed_bg,
             border,
             focus,
             status,
@@ -60,6 +64,10 @@ pub struct Theme {
     pub tool: Style,
     pub diff_added: Style,
     pub diff_removed: Style,
+    /// The background of an added or removed line in the diff, under the code's own
+    /// syntax colours.
+    pub diff_added_line: Style,
+    pub diff_removed_line: Style,
     pub border: Style,
     pub focus: Style,
     pub status: Style,
@@ -121,6 +129,12 @@ impl Theme {
                 _ => Ok(Style::default()),
             }
         };
+        let background = |c: &Option<String>| -> Result<Style, String> {
+            match c {
+                Some(c) if color => Ok(Style::default().bg(parse_color(c)?)),
+                _ => Ok(Style::default()),
+            }
+        };
         Ok(Self {
             name: f.name.clone().unwrap_or_default(),
             code: f.code.clone().unwrap_or_else(|| "base16-ocean.dark".into()),
@@ -130,6 +144,8 @@ impl Theme {
             tool: style(&f.tool)?,
             diff_added: style(&f.diff_added)?,
             diff_removed: style(&f.diff_removed)?,
+            diff_added_line: background(&f.diff_added_bg)?,
+            diff_removed_line: background(&f.diff_removed_bg)?,
             border: style(&f.border)?,
             focus: style(&f.focus)?.add_modifier(Modifier::BOLD),
             status: style(&f.status)?,
