@@ -267,3 +267,23 @@ fn narrow_terminals_show_the_diff_in_place_of_the_chat() {
     let text = render_to_string(&mut a, 80, 24);
     assert!(text.contains("╭ chat"), "{text}");
 }
+
+#[test]
+fn shift_alt_enter_and_ctrl_j_insert_a_new_line_and_enter_sends() {
+    let mut a = app("dark");
+    type_text(&mut a, "one");
+    a.on_key(KeyEvent::new(KeyCode::Enter, KeyModifiers::SHIFT));
+    type_text(&mut a, "two");
+    a.on_key(KeyEvent::new(KeyCode::Enter, KeyModifiers::ALT));
+    type_text(&mut a, "three");
+    a.on_key(KeyEvent::new(KeyCode::Char('j'), KeyModifiers::CONTROL));
+    type_text(&mut a, "four");
+    assert_eq!(a.composer.text(), "one\ntwo\nthree\nfour");
+    let ops = a.on_key(key(KeyCode::Enter));
+    assert!(
+        ops.iter()
+            .any(|op| matches!(op, lcode::protocol::Op::UserTurn { text, .. } if text == "one\ntwo\nthree\nfour")),
+        "{ops:?}"
+    );
+    assert_eq!(a.composer.text(), "");
+}

@@ -51,7 +51,14 @@ pub struct TuiOptions {
     pub mouse: bool,
 }
 
+/// Whether lcode asked the terminal for disambiguated keys (kitty's keyboard protocol),
+/// so that leaving pops exactly what it pushed.
+static KEYS_ENHANCED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 fn restore_terminal() {
+    if KEYS_ENHANCED.swap(false, std::sync::atomic::Ordering::SeqCst) {
+        let _ = execute!(stdout(), crossterm::event::PopKeyboardEnhancementFlags);
+    }
     let _ = disable_raw_mode();
     let _ = execute!(
         stdout(),
@@ -69,6 +76,17 @@ impl TerminalGuard {
     fn enter(mouse: bool) -> std::io::Result<Self> {
         enable_raw_mode()?;
         execute!(stdout(), EnterAlternateScreen, EnableBracketedPaste)?;
+        // Where the terminal speaks the kitty keyboard protocol, Shift+Enter arrives as
+        // itself (a new line in the composer) instead of as a plain Enter.
+        if crossterm::terminal::supports_keyboard_enhancement().unwrap_or(false) {
+            execute!(
+                stdout(),
+                crossterm::event::PushKeyboardEnhancementFlags(
+                    crossterm::event::KeyboardEnhancementFlags::DISAMBIGUATE_ESCAPE_CODES
+                )
+            )?;
+            KEYS_ENHANCED.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
         // Mouse capture only when asked for: it takes the terminal's own selection and
         // copy away.
         if mouse {
