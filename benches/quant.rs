@@ -51,10 +51,19 @@ fn main() {
     ];
     println!("threads: {}", rayon::current_num_threads());
     for (kind, n, k, name) in shapes {
-        let cold = QMatrix::new(kind, n, k, WeightBytes::Owned(Arc::new(blocks(kind, n, k)))).unwrap();
+        let cold =
+            QMatrix::new(kind, n, k, WeightBytes::Owned(Arc::new(blocks(kind, n, k)))).unwrap();
         let hot_n = (256 * 1024 / (k / kind.block_values() * kind.block_bytes())).max(8);
-        let hot = QMatrix::new(kind, hot_n, k, WeightBytes::Owned(Arc::new(blocks(kind, hot_n, k)))).unwrap();
-        let x: Vec<f32> = (0..512 * k).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
+        let hot = QMatrix::new(
+            kind,
+            hot_n,
+            k,
+            WeightBytes::Owned(Arc::new(blocks(kind, hot_n, k))),
+        )
+        .unwrap();
+        let x: Vec<f32> = (0..512 * k)
+            .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
+            .collect();
         let gbs = |m: &QMatrix, reps: usize| {
             let bytes = (m.n * m.k / kind.block_values() * kind.block_bytes()) as f64;
             median(

@@ -98,7 +98,9 @@ def run_problem(lcode, tier, p, data_dir):
 
 def main():
     args = [a for a in sys.argv[1:]]
-    lcode = "lcode"
+    # This checkout's release build, not whatever `lcode` is on PATH.
+    built = Path(__file__).resolve().parent.parent / "target" / "release" / "lcode"
+    lcode = str(built) if built.exists() else "lcode"
     if "--lcode" in args:
         i = args.index("--lcode")
         lcode = str(Path(args[i + 1]).resolve())

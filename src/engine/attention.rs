@@ -12,6 +12,8 @@
 use half::{f16, slice::HalfFloatSliceExt};
 use rayon::prelude::*;
 
+use super::kernels::fma_dispatch;
+
 /// Query rows at and above which llama.cpp switches to its tiled f32 path.
 pub const TILED_MIN_ROWS: usize = 64;
 
@@ -59,41 +61,61 @@ pub fn attention_online_f16(q: &[f32], k: &[f16], v: &[f16], s: AttnShape) -> Ve
         let (i, h) = (task / n_head, task % n_head);
         let kv = h / n_rep;
         let q_row = &q[(h * seq + i) * hd..(h * seq + i + 1) * hd];
-        let mut q16 = q_row.to_vec();
-        let mut half_buf = vec![f16::ZERO; hd];
-        round_f16_slice(&mut q16, &mut half_buf);
         let base = kv * capacity * hd;
-        // The V accumulator: f32 values that are always f16-representable (llama.cpp
-        // keeps it in f16), rounded after every update.
-        let mut acc = vec![0f32; hd];
-        let (mut kf, mut vf) = (vec![0f32; hd], vec![0f32; hd]);
-        let (mut sum, mut max) = (0f32, f32::NEG_INFINITY);
-        for ic in 0..=pos + i {
-            k[base + ic * hd..base + (ic + 1) * hd].convert_to_f32_slice(&mut kf);
-            let score = dot_f16(&kf, &q16) * scale;
-            let (mut ms, mut vs) = (1f32, 1f32);
-            if score > max {
-                ms = (max - score).exp();
-                max = score;
-                scale_f16(&mut acc, ms, &mut half_buf);
-            } else {
-                vs = (score - max).exp();
-            }
-            v[base + ic * hd..base + (ic + 1) * hd].convert_to_f32_slice(&mut vf);
-            mad_f16(&mut acc, &vf, vs, &mut half_buf);
-            sum = sum.mul_add(ms, vs);
-        }
-        let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
-        for (d, a) in dst.iter_mut().zip(&acc) {
-            *d = a * inv;
-        }
+        online_row(q_row, &k[base..], &v[base..], pos + i + 1, scale, dst);
     });
     out
+}
+
+fma_dispatch! {
+    /// One query row of one head over keys 0..n_keys of its KV head (`k`, `v` start at
+    /// the head's first position): the online softmax with llama.cpp's f16 rounding.
+    fn online_row(q_row: &[f32], k: &[f16], v: &[f16], n_keys: usize, scale: f32, dst: &mut [f32]) => online_row_impl
+}
+
+#[inline(always)]
+fn online_row_impl(
+    q_row: &[f32],
+    k: &[f16],
+    v: &[f16],
+    n_keys: usize,
+    scale: f32,
+    dst: &mut [f32],
+) {
+    let hd = q_row.len();
+    let mut q16 = q_row.to_vec();
+    let mut half_buf = vec![f16::ZERO; hd];
+    round_f16_slice(&mut q16, &mut half_buf);
+    // The V accumulator: f32 values that are always f16-representable (llama.cpp
+    // keeps it in f16), rounded after every update.
+    let mut acc = vec![0f32; hd];
+    let (mut kf, mut vf) = (vec![0f32; hd], vec![0f32; hd]);
+    let (mut sum, mut max) = (0f32, f32::NEG_INFINITY);
+    for ic in 0..n_keys {
+        k[ic * hd..(ic + 1) * hd].convert_to_f32_slice(&mut kf);
+        let score = dot_f16(&kf, &q16) * scale;
+        let (mut ms, mut vs) = (1f32, 1f32);
+        if score > max {
+            ms = (max - score).exp();
+            max = score;
+            scale_f16(&mut acc, ms, &mut half_buf);
+        } else {
+            vs = (score - max).exp();
+        }
+        v[ic * hd..(ic + 1) * hd].convert_to_f32_slice(&mut vf);
+        mad_f16(&mut acc, &vf, vs, &mut half_buf);
+        sum = sum.mul_add(ms, vs);
+    }
+    let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
+    for (d, a) in dst.iter_mut().zip(&acc) {
+        *d = a * inv;
+    }
 }
 
 /// ggml's `ggml_vec_dot_f16` on AVX-512: 4 accumulators of 16 lanes, fused
 /// multiply-adds in f32, then its reduction order (pairs of accumulators, then GCC's
 /// `_mm512_reduce_add_ps` tree). Other lengths sum in order.
+#[inline(always)]
 fn dot_f16(k: &[f32], q: &[f32]) -> f32 {
     let n = k.len();
     let np = n & !63;
@@ -121,6 +143,7 @@ fn dot_f16(k: &[f32], q: &[f32]) -> f32 {
 
 /// Round every value to the nearest f16 (ties to even), in place, through the
 /// vectorised slice conversions.
+#[inline(always)]
 fn round_f16_slice(x: &mut [f32], buf: &mut [f16]) {
     buf.convert_from_f32_slice(x);
     buf.convert_to_f32_slice(x);
@@ -128,6 +151,7 @@ fn round_f16_slice(x: &mut [f32], buf: &mut [f16]) {
 
 /// The f16 nearest to `x` (ties to even), rounding once: an f64 -> f32 -> f16 chain
 /// can round twice and land one step off.
+#[inline(always)]
 fn f64_to_f16_once(x: f64) -> f16 {
     let e = x as f32;
     let c = f16::from_f32(e);
@@ -158,6 +182,7 @@ fn f64_to_f16_once(x: f64) -> f16 {
 /// With AVX-512 FP16, blocks of 128 run as f16 fused multiply-adds with v rounded to
 /// f16 (one rounding, computed exactly in f64); the rest as an f32 fused multiply-add
 /// rounded to f16.
+#[inline(always)]
 fn mad_f16(y: &mut [f32], x: &[f32], v: f32, buf: &mut [f16]) {
     let np = y.len() & !127;
     if np > 0 {
@@ -173,6 +198,7 @@ fn mad_f16(y: &mut [f32], x: &[f32], v: f32, buf: &mut [f16]) {
 }
 
 /// ggml's `ggml_vec_scale_f16` (y *= v), split the same way as `mad_f16`.
+#[inline(always)]
 fn scale_f16(y: &mut [f32], v: f32, buf: &mut [f16]) {
     let np = y.len() & !127;
     if np > 0 {
@@ -377,6 +403,7 @@ pub fn attention_tiled(q: &[f32], k: &[f16], v: &[f16], s: AttnShape) -> Vec<f32
 }
 
 /// GCC's `_mm512_reduce_add_ps` order over 16 lanes.
+#[inline(always)]
 fn reduce16(a: &[f32]) -> f32 {
     let t3: [f32; 8] = std::array::from_fn(|l| a[l + 8] + a[l]);
     let t6: [f32; 4] = std::array::from_fn(|l| t3[l + 4] + t3[l]);

@@ -2,6 +2,31 @@
 //! roundings decides greedy near-ties against the llama.cpp reference. (The quantized
 //! matrix products are in `quant/`.)
 
+/// Defines `fn $name` that calls `$imp` compiled for AVX2 + FMA + F16C where the CPU has
+/// them (chosen once, with the quantized kernels), else as built. Without it, every
+/// `mul_add` in a portable build is a call into libm; the results are the same either
+/// way, since a fused multiply-add rounds once wherever it runs.
+macro_rules! fma_dispatch {
+    ($(#[$m:meta])* $vis:vis fn $name:ident($($arg:ident : $ty:ty),* $(,)?) $(-> $ret:ty)? => $imp:path) => {
+        $(#[$m])*
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2,fma,f16c")]
+                unsafe fn fast($($arg: $ty),*) $(-> $ret)? {
+                    $imp($($arg),*)
+                }
+                if crate::engine::quant::isa() != crate::engine::quant::Isa::Scalar {
+                    // SAFETY: `isa()` found AVX2, FMA and F16C on this CPU.
+                    return unsafe { fast($($arg),*) };
+                }
+            }
+            $imp($($arg),*)
+        }
+    };
+}
+pub(crate) use fma_dispatch;
+
 /// RMS norm as ggml computes it: squares summed in f64, the scale `1 / sqrt(mean +
 /// eps)` in f32, x scaled, then multiplied by the weight (two roundings). candle's
 /// fused norm differs in the last bit for about half of the values, which is enough to
@@ -20,6 +45,7 @@ pub fn rms_norm(x: &[f32], n: usize, weight: &[f32], eps: f32) -> Vec<f32> {
 /// ggml's vectorised `expf` (AVX-512 form): a degree-5 polynomial after range
 /// reduction, exact to about 1 ulp. Used through `swiglu` so that the FFN's
 /// activations round as llama.cpp's do.
+#[inline(always)]
 pub fn ggml_expf(x: f32) -> f32 {
     let c = f32::from_bits;
     let r = c(0x4b40_0000);
@@ -49,8 +75,13 @@ pub fn ggml_expf(x: f32) -> f32 {
     }
 }
 
-/// silu(gate) * up, as ggml's `ggml_vec_swiglu_f32` computes it.
-pub fn swiglu(gate: &[f32], up: &[f32]) -> Vec<f32> {
+fma_dispatch! {
+    /// silu(gate) * up, as ggml's `ggml_vec_swiglu_f32` computes it.
+    pub fn swiglu(gate: &[f32], up: &[f32]) -> Vec<f32> => swiglu_impl
+}
+
+#[inline(always)]
+fn swiglu_impl(gate: &[f32], up: &[f32]) -> Vec<f32> {
     gate.iter()
         .zip(up)
         .map(|(&g, &u)| (g / (1.0 + ggml_expf(0.0 - g))) * u)
@@ -78,11 +109,24 @@ pub fn rope_tables(head_dim: usize, max_positions: usize, base: f32) -> (Vec<f32
     (cos, sin)
 }
 
-/// Rotate `x` ((seq, n_heads * head_dim), row i at position `pos + i`) in place.
-/// `neox` pairs element j with j + head_dim/2 (qwen2); otherwise adjacent elements
-/// (llama GGUFs). The first product is fused with the subtraction, as GCC compiles
-/// ggml's `x0*cos - x1*sin`.
-pub fn rope(
+fma_dispatch! {
+    /// Rotate `x` ((seq, n_heads * head_dim), row i at position `pos + i`) in place.
+    /// `neox` pairs element j with j + head_dim/2 (qwen2); otherwise adjacent elements
+    /// (llama GGUFs). The first product is fused with the subtraction, as GCC compiles
+    /// ggml's `x0*cos - x1*sin`.
+    pub fn rope(
+        x: &mut [f32],
+        n_heads: usize,
+        head_dim: usize,
+        pos: usize,
+        cos: &[f32],
+        sin: &[f32],
+        neox: bool,
+    ) => rope_impl
+}
+
+#[inline(always)]
+fn rope_impl(
     x: &mut [f32],
     n_heads: usize,
     head_dim: usize,

@@ -653,6 +653,7 @@ impl EngineThread {
         let mut decode_start = Instant::now();
         // Accepted draft tokens: already in the KV cache, to be emitted in order.
         let mut ready: std::collections::VecDeque<u32> = Default::default();
+        let mut window = speculation::DraftWindow::new(MAX_DRAFT);
         let stop = loop {
             if cancel.is_cancelled() {
                 break StopReason::Cancelled;
@@ -702,7 +703,7 @@ impl EngineThread {
             let room = info.ctx.saturating_sub(cache.len() + 2);
             let left = req.max_tokens - generated.len();
             let draft = if speculate {
-                speculation::prompt_lookup(&history, MAX_DRAFT.min(room).min(left))
+                speculation::prompt_lookup(&history, window.size().min(room).min(left))
             } else {
                 Vec::new()
             };
@@ -725,6 +726,7 @@ impl EngineThread {
                 accepted += 1;
             }
             cache.truncate(cache.len() - (draft.len() - accepted));
+            window.update(draft.len(), accepted);
             stats.draft_tokens += draft.len();
             stats.accepted_tokens += accepted;
             ready.extend(&draft[..accepted]);

@@ -33,9 +33,63 @@ pub fn prompt_lookup(history: &[u32], max: usize) -> Vec<u32> {
     Vec::new()
 }
 
+/// How many tokens to draft next: verifying a draft of k costs one batched forward of
+/// k + 1 rows, about one decode step for k <= 2 (the weights are read once either way)
+/// and more beyond, as the rows' arithmetic takes over. So the window starts small,
+/// doubles while drafts are taken whole (text being copied), and falls back to just
+/// past what was accepted when one is cut short (text being written).
+#[derive(Debug, Clone, Copy)]
+pub struct DraftWindow {
+    len: usize,
+    max: usize,
+}
+
+impl DraftWindow {
+    pub const START: usize = 2;
+
+    pub fn new(max: usize) -> Self {
+        Self {
+            len: Self::START.min(max),
+            max,
+        }
+    }
+
+    /// Tokens to draft next (at least one).
+    pub fn size(&self) -> usize {
+        self.len
+    }
+
+    /// After verifying `drafted` tokens of which the first `accepted` were right.
+    pub fn update(&mut self, drafted: usize, accepted: usize) {
+        self.len = if accepted == drafted {
+            (self.len * 2).min(self.max)
+        } else {
+            (accepted + 1).min(self.max)
+        }
+        .max(1);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_window_grows_while_drafts_hold_and_shrinks_when_cut() {
+        let mut w = DraftWindow::new(8);
+        assert_eq!(w.size(), 2);
+        w.update(2, 2);
+        assert_eq!(w.size(), 4);
+        w.update(4, 4);
+        w.update(8, 8);
+        assert_eq!(w.size(), 8, "capped");
+        w.update(8, 3);
+        assert_eq!(w.size(), 4);
+        w.update(4, 0);
+        assert_eq!(w.size(), 1);
+        w.update(1, 1);
+        assert_eq!(w.size(), 2);
+    }
 
     #[test]
     fn drafts_what_followed_the_latest_match() {

@@ -333,7 +333,8 @@ mod tests {
     #[test]
     fn changed_lines_keep_their_syntax_colours_on_a_tint() {
         let theme = Theme::load("dark", false).unwrap();
-        let diff = "--- a/x.py\n+++ b/x.py\n@@ -1,1 +1,1 @@\n-def f(): return 1\n+def f(): return 2\n";
+        let diff =
+            "--- a/x.py\n+++ b/x.py\n@@ -1,1 +1,1 @@\n-def f(): return 1\n+def f(): return 2\n";
         let v = DiffView::new(diff);
         let (lines, _) = v.display_lines(0, &theme, true);
         let code_spans = |prefix: &str| -> Vec<Span<'static>> {
@@ -343,7 +344,10 @@ mod tests {
                 .expect("the changed line");
             l.spans[2..].to_vec()
         };
-        for (sign, bg) in [("+", theme.diff_added_line.bg), ("-", theme.diff_removed_line.bg)] {
+        for (sign, bg) in [
+            ("+", theme.diff_added_line.bg),
+            ("-", theme.diff_removed_line.bg),
+        ] {
             let spans = code_spans(sign);
             assert!(bg.is_some());
             assert!(spans.iter().all(|s| s.style.bg == bg), "{sign}: {spans:?}");

@@ -10,7 +10,9 @@ use super::{BlockQ8K, BlockQ8_0, BlockQ8_1, WeightType};
 pub fn available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+        is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+            && is_x86_feature_detected!("f16c")
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -295,7 +297,11 @@ mod imp {
                 let mut a = _mm_loadu_ps(acc.as_ptr());
                 let mut am = _mm_loadu_ps(acc_m.as_ptr());
                 a = _mm_fmadd_ps(_mm_cvtepi32_ps(isum), _mm_mul_ps(_mm_set1_ps(dw), dy), a);
-                am = _mm_fmadd_ps(_mm_cvtepi32_ps(imin), _mm_mul_ps(_mm_set1_ps(dminw), dy), am);
+                am = _mm_fmadd_ps(
+                    _mm_cvtepi32_ps(imin),
+                    _mm_mul_ps(_mm_set1_ps(dminw), dy),
+                    am,
+                );
                 _mm_storeu_ps(acc.as_mut_ptr(), a);
                 _mm_storeu_ps(acc_m.as_mut_ptr(), am);
             } else {
@@ -348,8 +354,7 @@ mod imp {
                     _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(bits2, 4), m4), h3),
                 ];
                 for (k, &qv) in v.iter().enumerate() {
-                    let scale =
-                        _mm256_cvtepi8_epi16(_mm_shuffle_epi8(scales, shuffles[4 * h + k]));
+                    let scale = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(scales, shuffles[4 * h + k]));
                     for r in 0..N {
                         let q8k = load32(x[r][i].qs.as_ptr().add(128 * h + 32 * k));
                         let p16 = _mm256_maddubs_epi16(qv, q8k);

@@ -247,8 +247,10 @@ const ACT_TILE: usize = 16;
 /// the four; each result bit-identical to the one-row form).
 struct Dot<B: 'static> {
     one: fn(&[u8], &[B]) -> f32,
-    four: Option<fn(&[u8], [&[B]; 4]) -> [f32; 4]>,
+    four: Option<DotFour<B>>,
 }
+
+type DotFour<B> = fn(&[u8], [&[B]; 4]) -> [f32; 4];
 
 /// out[i, r] = dot(weight row r, activation row i) over activation rows quantized to
 /// `B`, `bpr` blocks per row. Returns (m, n).
@@ -302,7 +304,7 @@ unsafe impl Sync for SharedOut {}
 impl QMatrix {
     /// `bytes` must hold exactly n rows of k values in `kind`'s blocks.
     pub fn new(kind: WeightType, n: usize, k: usize, bytes: WeightBytes) -> Result<Self, String> {
-        if k % kind.block_values() != 0 {
+        if !k.is_multiple_of(kind.block_values()) {
             return Err(format!(
                 "{kind:?} rows of {k} values are not whole blocks of {}",
                 kind.block_values()

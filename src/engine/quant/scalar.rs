@@ -31,7 +31,11 @@ fn q5_0_values(b: &[u8]) -> [i32; QK] {
     let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
     let nib = &b[6..6 + QK / 2];
     std::array::from_fn(|j| {
-        let low = if j < 16 { nib[j] & 0x0F } else { nib[j - 16] >> 4 };
+        let low = if j < 16 {
+            nib[j] & 0x0F
+        } else {
+            nib[j - 16] >> 4
+        };
         (low as i32 | (((qh >> j) & 1) as i32) << 4) - 16
     })
 }
@@ -48,12 +52,7 @@ fn q4_1_values(b: &[u8]) -> [i32; QK] {
 }
 
 /// The 32-wide formats: per block `acc += d * lanes`.
-fn dot_32(
-    w: &[u8],
-    block_bytes: usize,
-    x: &[BlockQ8_0],
-    values: fn(&[u8]) -> [i32; QK],
-) -> f32 {
+fn dot_32(w: &[u8], block_bytes: usize, x: &[BlockQ8_0], values: fn(&[u8]) -> [i32; QK]) -> f32 {
     let mut acc = [0f32; 8];
     for (wb, xb) in w.chunks_exact(block_bytes).zip(x) {
         let d = f16_at(wb, 0) * xb.d;
@@ -117,8 +116,13 @@ pub fn dot_q4_k(w: &[u8], x: &[BlockQ8K]) -> f32 {
             let (sc_lo, mn_lo) = scale_min_k4(2 * j, packed);
             let (sc_hi, mn_hi) = scale_min_k4(2 * j + 1, packed);
             let q4 = &qs[32 * j..32 * j + 32];
-            let (y_lo, y_hi) = (&xb.qs[64 * j..64 * j + 32], &xb.qs[64 * j + 32..64 * j + 64]);
-            let lo: i32 = (0..32).map(|b| (q4[b] & 0x0F) as i32 * y_lo[b] as i32).sum();
+            let (y_lo, y_hi) = (
+                &xb.qs[64 * j..64 * j + 32],
+                &xb.qs[64 * j + 32..64 * j + 64],
+            );
+            let lo: i32 = (0..32)
+                .map(|b| (q4[b] & 0x0F) as i32 * y_lo[b] as i32)
+                .sum();
             let hi: i32 = (0..32).map(|b| (q4[b] >> 4) as i32 * y_hi[b] as i32).sum();
             isum += sc_lo as i32 * lo + sc_hi as i32 * hi;
             let bsum = |t: usize| xb.bsums[2 * t] as i32 + xb.bsums[2 * t + 1] as i32;

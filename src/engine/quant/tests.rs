@@ -55,9 +55,12 @@ fn dequantized_rows_equal_candles() {
     for kind in KINDS {
         let (n, k) = (3, 512);
         let m = matrix(kind, n, k, &mut rng);
-        let storage =
-            QStorage::from_data(std::borrow::Cow::Owned(m.bytes.to_vec()), &Device::Cpu, ggml(kind))
-                .unwrap();
+        let storage = QStorage::from_data(
+            std::borrow::Cow::Owned(m.bytes.to_vec()),
+            &Device::Cpu,
+            ggml(kind),
+        )
+        .unwrap();
         let theirs = QTensor::new(storage, (n, k))
             .unwrap()
             .dequantize(&Device::Cpu)
@@ -68,7 +71,10 @@ fn dequantized_rows_equal_candles() {
             .unwrap();
         let ours = m.rows(&[0, 1, 2]);
         for (i, (a, b)) in ours.iter().zip(&theirs).enumerate() {
-            assert!((a - b).abs() <= 1e-6 * b.abs().max(1.0), "{kind:?} value {i}: {a} vs {b}");
+            assert!(
+                (a - b).abs() <= 1e-6 * b.abs().max(1.0),
+                "{kind:?} value {i}: {a} vs {b}"
+            );
         }
     }
 }
@@ -98,7 +104,11 @@ fn dot_products_equal_the_dequantized_sum() {
                 .collect(),
         };
         let want: f64 = w.iter().zip(&xs).map(|(&a, &b)| a as f64 * b as f64).sum();
-        let scale: f64 = w.iter().zip(&xs).map(|(&a, &b)| (a as f64 * b as f64).abs()).sum();
+        let scale: f64 = w
+            .iter()
+            .zip(&xs)
+            .map(|(&a, &b)| (a as f64 * b as f64).abs())
+            .sum();
         let got = m.matmul(&x, 1)[0] as f64;
         assert!(
             (got - want).abs() <= 2e-3 * scale,
@@ -119,7 +129,8 @@ fn avx2_equals_scalar_bit_for_bit() {
         let x = random_activations(k, &mut rng);
         let (x0, x1, xk) = (quantize_q8_0(&x), quantize_q8_1(&x), quantize_q8_k(&x));
         let w = |kind| random_blocks(kind, k / WeightType::block_values(kind), &mut rng.clone());
-        let eq = |a: f32, b: f32, what: &str| assert_eq!(a.to_bits(), b.to_bits(), "{what}: {a} vs {b}");
+        let eq =
+            |a: f32, b: f32, what: &str| assert_eq!(a.to_bits(), b.to_bits(), "{what}: {a} vs {b}");
         let q = w(WeightType::Q8_0);
         eq(avx2::dot_q8_0(&q, &x0), scalar::dot_q8_0(&q, &x0), "q8_0");
         let q = w(WeightType::Q5_0);
@@ -155,15 +166,35 @@ fn four_rows_at_once_equal_one_at_a_time() {
     let r1 = [&q1[0][..], &q1[1], &q1[2], &q1[3]];
     let rk = [&qk[0][..], &qk[1], &qk[2], &qk[3]];
     let w = random_blocks(WeightType::Q8_0, k / QK, &mut rng);
-    eq(avx2::dot_q8_0_n(&w, r0), &|r| scalar::dot_q8_0(&w, r0[r]), "q8_0");
+    eq(
+        avx2::dot_q8_0_n(&w, r0),
+        &|r| scalar::dot_q8_0(&w, r0[r]),
+        "q8_0",
+    );
     let w = random_blocks(WeightType::Q5_0, k / QK, &mut rng);
-    eq(avx2::dot_q5_0_n(&w, r0), &|r| scalar::dot_q5_0(&w, r0[r]), "q5_0");
+    eq(
+        avx2::dot_q5_0_n(&w, r0),
+        &|r| scalar::dot_q5_0(&w, r0[r]),
+        "q5_0",
+    );
     let w = random_blocks(WeightType::Q4_1, k / QK, &mut rng);
-    eq(avx2::dot_q4_1_n(&w, r1), &|r| scalar::dot_q4_1(&w, r1[r]), "q4_1");
+    eq(
+        avx2::dot_q4_1_n(&w, r1),
+        &|r| scalar::dot_q4_1(&w, r1[r]),
+        "q4_1",
+    );
     let w = random_blocks(WeightType::Q4K, k / QK_K, &mut rng);
-    eq(avx2::dot_q4_k_n(&w, rk), &|r| scalar::dot_q4_k(&w, rk[r]), "q4_k");
+    eq(
+        avx2::dot_q4_k_n(&w, rk),
+        &|r| scalar::dot_q4_k(&w, rk[r]),
+        "q4_k",
+    );
     let w = random_blocks(WeightType::Q6K, k / QK_K, &mut rng);
-    eq(avx2::dot_q6_k_n(&w, rk), &|r| scalar::dot_q6_k(&w, rk[r]), "q6_k");
+    eq(
+        avx2::dot_q6_k_n(&w, rk),
+        &|r| scalar::dot_q6_k(&w, rk[r]),
+        "q6_k",
+    );
 }
 
 #[test]
