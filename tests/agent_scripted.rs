@@ -655,6 +655,15 @@ async fn the_instructions_example_path_means_the_file_under_discussion() {
     assert_eq!(end(&ev), TurnEnd::Answered);
     assert_eq!(s.read("calc/stats.py"), body);
     assert!(!s.path("path/to/file.py").exists());
+    // The chat says where the edit went, since the reply named another path.
+    let said: String = ev
+        .iter()
+        .filter_map(|e| match e {
+            Event::Text { delta } => Some(delta.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert!(said.contains("this edit is for `calc/stats.py`"), "{said}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1108,7 +1108,8 @@ impl Agent {
                 } => {
                     // A path copied from the instructions' example (a file that does not
                     // exist, named in the system prompt) means the file under discussion.
-                    let path = path.filter(|p| !self.is_example_path(p));
+                    let example = path.clone().filter(|p| self.is_example_path(p));
+                    let path = path.filter(|_| example.is_none());
                     let inferred = path.is_none();
                     let Some(path) = path
                         .map(|p| self.fix_path(&p))
@@ -1118,6 +1119,14 @@ impl Agent {
                         // example, not an edit.
                         continue;
                     };
+                    if let Some(ex) = example {
+                        // The reply names a file that is not the one changed: say which is.
+                        self.emit(Event::Text {
+                            delta: format!(
+                                "\n\n(`{ex}` is the example path in lcode's instructions: this edit is for `{path}`.)\n"
+                            ),
+                        });
+                    }
                     if changes.iter().any(|c| c.path == path) {
                         if inferred {
                             continue;
