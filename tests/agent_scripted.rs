@@ -818,6 +818,32 @@ async fn failing_docstring_examples_go_back_to_the_model() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stub_copied_back_makes_the_next_reply_start_inside_its_body() {
+    let doc = "def double(x):\n    \"\"\"Twice x.\n    >>> double(2)\n    4\n    \"\"\"\n";
+    let mut s = Session::start(
+        &[("solution.py", &format!("\n\n{doc}"))],
+        Script::new([
+            // The stub back, unimplemented (only the blank lines gone).
+            format!("```python\n{doc}```\n"),
+            // Forced to begin inside the body, the model writes just the body.
+            " return 2 * x\n```\n".into(),
+            "never".into(),
+        ]),
+        Policy::Edits,
+        |_| {},
+    );
+    let ev = s.turn("Implement double in solution.py").await;
+    assert_eq!(end(&ev), TurnEnd::Answered);
+    let p = s.prompt(1);
+    assert!(
+        p.ends_with(&format!("solution.py\n```python\n{doc}   ")),
+        "{p}"
+    );
+    assert_eq!(s.read("solution.py"), format!("{doc}    return 2 * x\n"));
+    assert_eq!(s.requests(), 2, "passing examples end the turn");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_system_prompt_carries_a_repo_map_ranked_by_the_question() {
     let mut s = Session::start(
         &[

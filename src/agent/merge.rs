@@ -249,6 +249,67 @@ pub fn merge(old: Option<&str>, block: &str, lang: &str) -> Result<Merged, Strin
     })
 }
 
+/// Where the first Python function that is only a stub ends: its `def` (signature over
+/// any number of lines), then a docstring, then nothing more in its body. Returns the
+/// byte offset just past the docstring's last line. A small model asked to implement
+/// such a function often copies it back unchanged; a reply forced to begin with the
+/// file up to here can only go on with the body.
+pub fn python_stub_end(text: &str) -> Option<usize> {
+    let lines: Vec<&str> = text.split_inclusive('\n').collect();
+    let indent = |l: &str| l.len() - l.trim_start().len();
+    let mut i = 0;
+    while i < lines.len() {
+        let line = lines[i];
+        let t = line.trim_start();
+        if !(t.starts_with("def ") || t.starts_with("async def ")) {
+            i += 1;
+            continue;
+        }
+        let def_indent = indent(line);
+        // The signature ends at the first line ending with ':'.
+        let mut j = i;
+        while j < lines.len() && !lines[j].trim_end().ends_with(':') {
+            j += 1;
+        }
+        let Some(doc) = lines.get(j + 1) else {
+            return None;
+        };
+        let d = doc.trim_start();
+        let quote = if d.starts_with("\"\"\"") {
+            "\"\"\""
+        } else if d.starts_with("'''") {
+            "'''"
+        } else {
+            i = j + 1;
+            continue;
+        };
+        if indent(doc) <= def_indent {
+            i = j + 1;
+            continue;
+        }
+        // The docstring's closing quotes: on its first line after the opening, or later.
+        let mut k = j + 1;
+        if !d[3..].contains(quote) {
+            k += 1;
+            while k < lines.len() && !lines[k].contains(quote) {
+                k += 1;
+            }
+            if k == lines.len() {
+                return None;
+            }
+        }
+        let rest_is_outside = lines[k + 1..]
+            .iter()
+            .find(|l| !l.trim().is_empty())
+            .is_none_or(|l| indent(l) <= def_indent);
+        if rest_is_outside {
+            return Some(lines[..=k].iter().map(|l| l.len()).sum());
+        }
+        i = k + 1;
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -314,5 +375,21 @@ mod tests {
             m.text(),
             "use std::fmt;\n\nfn one() -> u32 {\n    11\n}\n\n/// Two.\npub fn two() -> u32 {\n    2\n}\n"
         );
+    }
+
+    #[test]
+    fn finds_the_end_of_a_stub_functions_docstring() {
+        let stub = "from typing import List\n\n\ndef f(xs: List[int],\n      k: int) -> int:\n    \"\"\" Sum.\n    >>> f([1], 2)\n    1\n    \"\"\"\n";
+        assert_eq!(python_stub_end(stub), Some(stub.len()));
+        // A body after the docstring: not a stub; the next function is.
+        let two = "def g():\n    \"\"\"Doc.\"\"\"\n    return 1\n\n\ndef h():\n    \"\"\"Doc.\"\"\"\n\n\nx = 1\n";
+        let end = python_stub_end(two).unwrap();
+        assert!(
+            two[..end].ends_with("def h():\n    \"\"\"Doc.\"\"\"\n"),
+            "{}",
+            &two[..end]
+        );
+        assert_eq!(python_stub_end("def g():\n    return 1\n"), None);
+        assert_eq!(python_stub_end("def g():\n    \"\"\"open\n"), None);
     }
 }

@@ -957,6 +957,31 @@ impl Agent {
         self.shown_order.iter().rev().find(|p| fits(p)).cloned()
     }
 
+    /// When a fix is due and one of `paths` is a Python file still holding a function
+    /// that is only its docstring, the next reply starts with that file up to the stub's
+    /// docstring, so the model writes the body instead of copying the stub back.
+    fn force_stub_body(&mut self, paths: &[String]) {
+        for path in paths.iter().filter(|p| p.ends_with(".py")) {
+            let Ok(abs) = self.opts.workspace.resolve(path) else {
+                continue;
+            };
+            let Ok(text) = std::fs::read_to_string(abs) else {
+                continue;
+            };
+            if let Some(end) = merge::python_stub_end(&text) {
+                // The body's first line begun, indented as the docstring's last line but
+                // for one space: a reply that closed the block here would leave the
+                // function empty, and the model's next token (" return", " for", ...)
+                // carries that last space itself, as BPE vocabularies split code.
+                let last = text[..end].trim_end_matches('\n');
+                let last = &last[last.rfind('\n').map_or(0, |i| i + 1)..];
+                let indent = &last[..(last.len() - last.trim_start().len()).saturating_sub(1)];
+                self.force_prefix = Some(format!("{path}\n```python\n{}{indent}", &text[..end]));
+                return;
+            }
+        }
+    }
+
     /// Whether `path` is only the instructions' example: named in the system prompt,
     /// absent from the repository and from the user's messages.
     fn is_example_path(&self, path: &str) -> bool {
@@ -1170,6 +1195,7 @@ impl Agent {
         }
         let mut applied_any = false;
         let mut applied_files: Vec<String> = Vec::new();
+        let change_paths: Vec<String> = changes.iter().map(|c| c.path.clone()).collect();
         if !changes.is_empty() {
             match self.propose(changes).await {
                 Ok(Some(outcome)) => {
@@ -1185,6 +1211,7 @@ impl Agent {
                         *fix_attempts += 1;
                         needs_reply = true;
                         results.push(format!("{NO_CHANGE} The failures above still stand; change the code to fix them."));
+                        self.force_stub_body(&change_paths);
                     } else {
                         results.push(outcome.message);
                         needs_reply |= outcome.needs_reply;
@@ -1210,6 +1237,7 @@ impl Agent {
                         results.push(format!(
                             "The docstring examples in {file} fail:\n{failures}\nFix the code so that they pass, and write the whole file again."
                         ));
+                        self.force_stub_body(std::slice::from_ref(file));
                     }
                 }
             }
