@@ -271,9 +271,7 @@ pub fn python_stub_end(text: &str) -> Option<usize> {
         while j < lines.len() && !lines[j].trim_end().ends_with(':') {
             j += 1;
         }
-        let Some(doc) = lines.get(j + 1) else {
-            return None;
-        };
+        let doc = lines.get(j + 1)?;
         let d = doc.trim_start();
         let quote = if d.starts_with("\"\"\"") {
             "\"\"\""
