@@ -7,8 +7,10 @@
 //! differently from llama.cpp, which moves greedy near-ties against the reference.
 //! Here the weights stay as the file's bytes (memory-mapped), activations are
 //! quantized as llama.cpp quantizes them (Q8_0, Q8_1 or Q8_K, by weight type), and
-//! each dot product adds in llama.cpp's AVX2 order: 8 float lanes, fused multiply-add
-//! per block, the same horizontal sum. The scalar code in `scalar.rs` follows the same
+//! each dot product adds in the order of the llama.cpp kernel it stands in for: for
+//! most types its AVX2 vec_dot (8 float lanes, a fused multiply-add per block, the
+//! same horizontal sum); for Q4_K the repacked kernel llama.cpp runs on AVX2 instead
+//! (exact integer sums per super-block, one fused multiply-add each). The scalar code in `scalar.rs` follows the same
 //! lanes, so it gives bit-identical results; it runs where AVX2 is missing and is the
 //! oracle of the SIMD code's tests.
 
@@ -270,7 +272,7 @@ fn matmul_rows<B: Sync>(
     (0..n.div_ceil(rows)).into_par_iter().for_each(|task| {
         let out_ptr = &out_ptr;
         let (r0, r1) = (task * rows, ((task + 1) * rows).min(n));
-        // SAFETY: task `t` writes only columns r0..r1 of `out` (m x n), which no other
+        // SAFETY: this task writes only columns r0..r1 of `out` (m x n), which no other
         // task touches, and `out` outlives the parallel loop.
         let put = |i: usize, r: usize, v: f32| unsafe { *out_ptr.0.add(i * n + r) = v };
         for i0 in (0..m).step_by(ACT_TILE) {
