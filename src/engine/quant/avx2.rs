@@ -136,13 +136,20 @@ mod imp {
         _mm256_loadu_si256(p as *const __m256i)
     }
 
+    /// The formats whose 32 values unpack to signed bytes (Q8_0, Q5_0) against Q8_0
+    /// activations: per block `acc += d_w * d_x * lanes`, `unpack` giving the bytes.
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn q8_0<const N: usize>(w: &[u8], x: [&[BlockQ8_0]; N]) -> [f32; N] {
-        let bb = WeightType::Q8_0.block_bytes();
+    #[inline]
+    unsafe fn signed_32<const N: usize>(
+        w: &[u8],
+        x: [&[BlockQ8_0]; N],
+        block_bytes: usize,
+        unpack: impl Fn(&[u8]) -> __m256i,
+    ) -> [f32; N] {
         let mut acc = [_mm256_setzero_ps(); N];
-        for (i, wb) in w.chunks_exact(bb).enumerate() {
+        for (i, wb) in w.chunks_exact(block_bytes).enumerate() {
             let dw = f16_at(wb, 0);
-            let qx = _mm256_loadu_si256(wb.as_ptr().add(2) as *const __m256i);
+            let qx = unpack(wb);
             let ax = _mm256_sign_epi8(qx, qx);
             for r in 0..N {
                 let xb = &x[r][i];
@@ -155,27 +162,28 @@ mod imp {
     }
 
     #[target_feature(enable = "avx2,fma")]
+    unsafe fn q8_0<const N: usize>(w: &[u8], x: [&[BlockQ8_0]; N]) -> [f32; N] {
+        signed_32(w, x, WeightType::Q8_0.block_bytes(), |wb| {
+            // SAFETY: a Q8_0 block holds 32 bytes of values after its f16 scale.
+            unsafe { _mm256_loadu_si256(wb.as_ptr().add(2) as *const __m256i) }
+        })
+    }
+
+    #[target_feature(enable = "avx2,fma")]
     unsafe fn q5_0<const N: usize>(w: &[u8], x: [&[BlockQ8_0]; N]) -> [f32; N] {
-        let bb = WeightType::Q5_0.block_bytes();
-        let mut acc = [_mm256_setzero_ps(); N];
-        for (i, wb) in w.chunks_exact(bb).enumerate() {
-            let dw = f16_at(wb, 0);
+        signed_32(w, x, WeightType::Q5_0.block_bytes(), |wb| {
             // value - 16 as a signed byte: the nibble where the fifth bit is set, the
             // nibble with 0xF0 above it where it is not.
-            let hi = _mm256_andnot_si256(
-                bytes_from_bits_32(wb.as_ptr().add(2)),
-                _mm256_set1_epi8(0xF0u8 as i8),
-            );
-            let qx = _mm256_or_si256(bytes_from_nibbles_32(wb.as_ptr().add(6)), hi);
-            let ax = _mm256_sign_epi8(qx, qx);
-            for r in 0..N {
-                let xb = &x[r][i];
-                let sy = _mm256_sign_epi8(load32(xb.qs.as_ptr()), qx);
-                let d = _mm256_set1_ps(dw * xb.d);
-                acc[r] = _mm256_fmadd_ps(d, mul_sum_us8_pairs_float(ax, sy), acc[r]);
+            // SAFETY: a Q5_0 block holds 4 bytes of high bits and 16 of nibbles after
+            // its f16 scale.
+            unsafe {
+                let hi = _mm256_andnot_si256(
+                    bytes_from_bits_32(wb.as_ptr().add(2)),
+                    _mm256_set1_epi8(0xF0u8 as i8),
+                );
+                _mm256_or_si256(bytes_from_nibbles_32(wb.as_ptr().add(6)), hi)
             }
-        }
-        hsum_n(acc)
+        })
     }
 
     #[target_feature(enable = "avx2,fma")]
@@ -198,31 +206,53 @@ mod imp {
         std::array::from_fn(|r| h[r] + summs[r])
     }
 
-    /// The 32-byte shuffle that broadcasts 16-bit lane `i` of a 128-bit register.
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn scale_shuffle_k4(i: usize) -> __m256i {
-        let lo = (2 * i) as i8;
-        let hi = (2 * i + 1) as i8;
-        let pair = [lo, hi];
-        let bytes: [i8; 32] = std::array::from_fn(|j| pair[j % 2]);
-        _mm256_loadu_si256(bytes.as_ptr() as *const __m256i)
-    }
+    /// Row `i`: the 32-byte shuffle that broadcasts 16-bit lane `i` of a 128-bit
+    /// register (bytes 2i, 2i+1 over and over).
+    static SHUFFLE_K4: [[u8; 32]; 8] = {
+        let mut t = [[0u8; 32]; 8];
+        let mut i = 0;
+        while i < 8 {
+            let mut j = 0;
+            while j < 32 {
+                t[i][j] = (2 * i + j % 2) as u8;
+                j += 1;
+            }
+            i += 1;
+        }
+        t
+    };
 
-    /// Sum of the eight 32-bit lanes (exact: integers).
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn hsum_i32_8(v: __m256i) -> i32 {
-        let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-        let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
-        let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
-        _mm_cvtsi128_si32(s)
-    }
+    /// Row `i`: the 16-byte shuffle that puts byte `2i` in bytes 0..8 and byte `2i + 1`
+    /// in 8..16.
+    static SHUFFLE_Q6: [[u8; 16]; 8] = {
+        let mut t = [[0u8; 16]; 8];
+        let mut i = 0;
+        while i < 8 {
+            let mut j = 0;
+            while j < 16 {
+                t[i][j] = (2 * i + j / 8) as u8;
+                j += 1;
+            }
+            i += 1;
+        }
+        t
+    };
 
-    /// Sum of the four 32-bit lanes.
+    /// Sum of the four 32-bit lanes (exact: integers).
     #[target_feature(enable = "avx2,fma")]
     unsafe fn hsum_i32_4(s: __m128i) -> i32 {
         let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
         let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
         _mm_cvtsi128_si32(s)
+    }
+
+    /// Sum of the eight 32-bit lanes.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn hsum_i32_8(v: __m256i) -> i32 {
+        hsum_i32_4(_mm_add_epi32(
+            _mm256_castsi256_si128(v),
+            _mm256_extracti128_si256(v, 1),
+        ))
     }
 
     /// Q4_K in the order of llama.cpp's repacked AVX2 kernel (see `scalar::dot_q4_k`):
@@ -234,7 +264,6 @@ mod imp {
         const KMASK3: u32 = 0x03030303;
         let bb = WeightType::Q4K.block_bytes();
         let m4 = _mm256_set1_epi8(0x0F);
-        let shuffles: [__m256i; 8] = std::array::from_fn(|i| scale_shuffle_k4(i));
         let mut acc = [0f32; N];
         let mut acc_m = [0f32; N];
         for (i, wb) in w.chunks_exact(bb).enumerate() {
@@ -264,8 +293,10 @@ mod imp {
             let mut sumi = [_mm256_setzero_si256(); N];
             let q4 = wb.as_ptr().add(16);
             for j in 0..4 {
-                let scale_l = _mm256_shuffle_epi8(scales, shuffles[2 * j]);
-                let scale_h = _mm256_shuffle_epi8(scales, shuffles[2 * j + 1]);
+                let shuffle =
+                    |i: usize| _mm256_loadu_si256(SHUFFLE_K4[i].as_ptr() as *const __m256i);
+                let scale_l = _mm256_shuffle_epi8(scales, shuffle(2 * j));
+                let scale_h = _mm256_shuffle_epi8(scales, shuffle(2 * j + 1));
                 let q4bits = _mm256_loadu_si256(q4.add(32 * j) as *const __m256i);
                 let q4l = _mm256_and_si256(q4bits, m4);
                 let q4h = _mm256_and_si256(_mm256_srli_epi16(q4bits, 4), m4);
@@ -317,13 +348,6 @@ mod imp {
         std::array::from_fn(|r| acc[r] - acc_m[r])
     }
 
-    /// The 16-byte shuffle that puts byte `2i` in bytes 0..8 and byte `2i + 1` in 8..16.
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn scale_shuffle_q6(i: usize) -> __m128i {
-        let bytes: [i8; 16] = std::array::from_fn(|j| (2 * i + j / 8) as i8);
-        _mm_loadu_si128(bytes.as_ptr() as *const __m128i)
-    }
-
     /// Q6_K as llama.cpp's AVX2 kernel: products of the unsigned 6-bit values, the
     /// "less 32" taken off each lane at the end through the activations' 16-value sums.
     #[target_feature(enable = "avx2,fma")]
@@ -331,7 +355,6 @@ mod imp {
         let bb = WeightType::Q6K.block_bytes();
         let m4 = _mm256_set1_epi8(0x0F);
         let m2 = _mm256_set1_epi8(3);
-        let shuffles: [__m128i; 8] = std::array::from_fn(|i| scale_shuffle_q6(i));
         let mut acc = [_mm256_setzero_ps(); N];
         for (i, wb) in w.chunks_exact(bb).enumerate() {
             let dw = f16_at(wb, 208);
@@ -354,7 +377,10 @@ mod imp {
                     _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(bits2, 4), m4), h3),
                 ];
                 for (k, &qv) in v.iter().enumerate() {
-                    let scale = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(scales, shuffles[4 * h + k]));
+                    let scale = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(
+                        scales,
+                        _mm_loadu_si128(SHUFFLE_Q6[4 * h + k].as_ptr() as *const __m128i),
+                    ));
                     for r in 0..N {
                         let q8k = load32(x[r][i].qs.as_ptr().add(128 * h + 32 * k));
                         let p16 = _mm256_maddubs_epi16(qv, q8k);

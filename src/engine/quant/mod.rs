@@ -158,19 +158,25 @@ fn f16_at(b: &[u8], at: usize) -> f32 {
     f16::from_le_bytes([b[at], b[at + 1]]).to_f32()
 }
 
-/// Activations to Q8_0 blocks as llama.cpp's AVX2 `quantize_row_q8_0` does: scale
-/// max|x| / 127, values rounded half to even, the scale stored as f16.
+/// One block of 32 activations as llama.cpp's AVX2 `quantize_row_q8_0` quantizes it:
+/// the scale max|x| / 127 (unrounded here), values rounded half to even.
+fn q8_block(xs: &[f32]) -> (f32, [i8; QK]) {
+    let max = xs.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let id = if max != 0.0 { 127.0 / max } else { 0.0 };
+    let mut qs = [0i8; QK];
+    for (q, &v) in qs.iter_mut().zip(xs) {
+        *q = (v * id).round_ties_even() as i8;
+    }
+    (max / 127.0, qs)
+}
+
+/// Activations to Q8_0 blocks, the scale stored as f16.
 pub fn quantize_q8_0(x: &[f32]) -> Vec<BlockQ8_0> {
     x.chunks_exact(QK)
         .map(|xs| {
-            let max = xs.iter().fold(0f32, |m, v| m.max(v.abs()));
-            let id = if max != 0.0 { 127.0 / max } else { 0.0 };
-            let mut qs = [0i8; QK];
-            for (q, &v) in qs.iter_mut().zip(xs) {
-                *q = (v * id).round_ties_even() as i8;
-            }
+            let (d, qs) = q8_block(xs);
             BlockQ8_0 {
-                d: f16::from_f32(max / 127.0).to_f32(),
+                d: f16::from_f32(d).to_f32(),
                 qs,
             }
         })
@@ -181,15 +187,8 @@ pub fn quantize_q8_0(x: &[f32]) -> Vec<BlockQ8_0> {
 pub fn quantize_q8_1(x: &[f32]) -> Vec<BlockQ8_1> {
     x.chunks_exact(QK)
         .map(|xs| {
-            let max = xs.iter().fold(0f32, |m, v| m.max(v.abs()));
-            let d = max / 127.0;
-            let id = if max != 0.0 { 127.0 / max } else { 0.0 };
-            let mut qs = [0i8; QK];
-            let mut sum = 0i32;
-            for (q, &v) in qs.iter_mut().zip(xs) {
-                *q = (v * id).round_ties_even() as i8;
-                sum += *q as i32;
-            }
+            let (d, qs) = q8_block(xs);
+            let sum: i32 = qs.iter().map(|&q| q as i32).sum();
             BlockQ8_1 {
                 d: f16::from_f32(d).to_f32(),
                 s: f16::from_f32(d * sum as f32).to_f32(),
