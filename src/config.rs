@@ -37,6 +37,17 @@ pub fn data_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(".lcode-data"))
 }
 
+/// `~/.cache/lcode` on Linux, or `$LCODE_CACHE_DIR`: what can be rebuilt (models,
+/// prompt snapshots).
+pub fn cache_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("LCODE_CACHE_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d);
+    }
+    dirs()
+        .map(|d| d.cache_dir().to_path_buf())
+        .unwrap_or_else(|| std::env::temp_dir().join("lcode-cache"))
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
@@ -55,6 +66,9 @@ pub struct Config {
     pub mouse: Option<bool>,
     /// Key bindings, action = "key"; patched again by `keys.toml` beside this file.
     pub keys: Option<std::collections::BTreeMap<String, String>>,
+    /// Keep the K and V of each conversation's opening tokens under the cache dir, so
+    /// that the next run's first turn starts warm (default on).
+    pub prompt_snapshots: Option<bool>,
 }
 
 impl Config {

@@ -19,6 +19,8 @@ pub struct ExecOptions {
     pub task: String,
     pub model: ModelSource,
     pub ctx: usize,
+    /// Prompt snapshots on disk (`engine::snapshots`).
+    pub prompt_snapshots: bool,
     pub policy: Policy,
     pub test_cmd: Option<String>,
     pub json: bool,
@@ -69,6 +71,7 @@ pub fn run(ws: Workspace, opts: ExecOptions) -> Result<i32> {
 async fn drive(ws: Workspace, opts: ExecOptions) -> Result<i32> {
     let engine = engine(EngineOptions {
         ctx: opts.ctx,
+        prompt_snapshots: opts.prompt_snapshots,
         ..Default::default()
     })?;
     let mut agent_opts = AgentOptions::new(ws.clone(), opts.model.clone());

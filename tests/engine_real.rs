@@ -175,6 +175,66 @@ fn a_warm_cache_gives_the_cold_runs_tokens() {
 }
 
 #[test]
+fn a_prompt_snapshot_warms_the_next_runs_first_turn() {
+    // Only this test reads the cache dir: the snapshots go to a folder of its own.
+    let dir = tempfile::tempdir().unwrap();
+    std::env::set_var("LCODE_CACHE_DIR", dir.path());
+    let with_snapshots = EngineOptions {
+        prompt_snapshots: true,
+        ..EngineOptions::default()
+    };
+    let start = |options: EngineOptions| {
+        let engine = EngineHandle::spawn(options);
+        let info = engine
+            .load_blocking(ModelSource {
+                path: common::model("tiny"),
+                tier: Some("tiny".into()),
+            })
+            .expect("load");
+        (engine, info)
+    };
+    // Under 64 tokens in all: longer prompts take llama.cpp's tiled attention for a
+    // cold prefill and its one-row form for a warm suffix, whose roundings differ, so
+    // their outputs may part at a near tie (as with llama.cpp's own prompt cache).
+    let system = "You are a careful assistant. Answer in one short sentence, name the file \
+                  and the line, and never invent an API.\n";
+    let (first, info) = start(with_snapshots);
+    let opening = info
+        .vocab
+        .encode(&format!("{system}Q: what is 2 + 2?\nA:"))
+        .unwrap();
+    let one = first
+        .generate_blocking(GenerateRequest::new(Prompt::Tokens(opening), 8))
+        .unwrap();
+    assert_eq!(one.stats.snapshot_tokens, 0);
+    first.shutdown();
+
+    // The next run: a new engine, an empty memory cache, the same system text.
+    let (second, _) = start(with_snapshots);
+    let prompt = info
+        .vocab
+        .encode(&format!("{system}Q: name a prime.\nA:"))
+        .unwrap();
+    let system_len = info.vocab.encode(&system).unwrap().len();
+    let warm = second
+        .generate_blocking(GenerateRequest::new(Prompt::Tokens(prompt.clone()), 12))
+        .unwrap();
+    assert!(
+        warm.stats.snapshot_tokens + 2 >= system_len,
+        "{} of {system_len} system tokens came from the snapshot",
+        warm.stats.snapshot_tokens
+    );
+    assert_eq!(warm.stats.reused_tokens, warm.stats.snapshot_tokens);
+    // The answer is the one a cold engine gives.
+    let (cold_engine, _) = start(EngineOptions::default());
+    let cold = cold_engine
+        .generate_blocking(GenerateRequest::new(Prompt::Tokens(prompt), 12))
+        .unwrap();
+    assert_eq!(cold.stats.reused_tokens, 0);
+    assert_eq!(warm.tokens, cold.tokens);
+}
+
+#[test]
 fn two_sequences_do_not_evict_each_other() {
     let (engine, info) = engine("tiny");
     let a = info

@@ -127,6 +127,57 @@ impl KvCache {
         }
     }
 
+    /// The shape `(n_layer, n_kv_head, head_dim)` that K and V of one position take.
+    pub fn shape(&self) -> (usize, usize, usize) {
+        (self.layers.len(), self.n_kv_head, self.head_dim)
+    }
+
+    /// K and V of the first `len` positions, little-endian f16, layer by layer: per
+    /// layer K then V, each (n_kv_head, len, head_dim). What `fill_from_bytes` reads.
+    pub fn prefix_bytes(&self, len: usize) -> Result<Vec<u8>> {
+        let (n_layer, n_kv_head, hd) = self.shape();
+        let cap = self.capacity;
+        let mut out = Vec::with_capacity(n_layer * 2 * n_kv_head * len * hd * 2);
+        for layer in 0..n_layer {
+            self.with_layer(layer, |k, v| {
+                for buf in [k, v] {
+                    for h in 0..n_kv_head {
+                        for x in &buf[h * cap * hd..(h * cap + len) * hd] {
+                            out.extend_from_slice(&x.to_le_bytes());
+                        }
+                    }
+                }
+            })?;
+        }
+        Ok(out)
+    }
+
+    /// Take `tokens` and their K and V from `bytes` (laid out as `prefix_bytes` writes
+    /// them) into this empty cache.
+    pub fn fill_from_bytes(&mut self, tokens: &[u32], bytes: &[u8]) -> Result<()> {
+        let (n_layer, n_kv_head, hd) = self.shape();
+        let len = tokens.len();
+        let per_buf = n_kv_head * len * hd;
+        if !self.is_empty() || bytes.len() != n_layer * 2 * per_buf * 2 {
+            candle_core::bail!("a KV snapshot of the wrong size for this cache");
+        }
+        self.reserve(len)?;
+        let mut chunks = bytes.chunks_exact(per_buf * 2);
+        for (kc, vc) in &self.layers {
+            for dst in [kc, vc] {
+                let raw = chunks.next().expect("sized above");
+                let values: Vec<f16> = raw
+                    .chunks_exact(2)
+                    .map(|b| f16::from_le_bytes([b[0], b[1]]))
+                    .collect();
+                let t = Tensor::from_vec(values, (n_kv_head, len, hd), &Device::Cpu)?;
+                dst.slice_set(&t, 1, 0)?;
+            }
+        }
+        self.tokens = tokens.to_vec();
+        Ok(())
+    }
+
     /// A new cache holding a copy of the first `len` positions.
     pub fn fork(&self, len: usize) -> Result<Self> {
         let mut copy = Self::new(
@@ -180,6 +231,15 @@ mod tests {
         assert_eq!(pos3, vec![1.0; 4]);
         let f = c.fork(2)?;
         assert_eq!(f.tokens, vec![1, 2]);
+        // A snapshot of the first two positions fills an empty cache with the same values.
+        let bytes = c.prefix_bytes(2)?;
+        let mut back = KvCache::new(1, 2, 4, 2000);
+        back.fill_from_bytes(&[1, 2], &bytes)?;
+        assert_eq!(back.prefix_bytes(2)?, bytes);
+        assert_eq!(back.tokens, vec![1, 2]);
+        assert!(KvCache::new(1, 2, 4, 2000)
+            .fill_from_bytes(&[1], &bytes)
+            .is_err());
         c.truncate(1);
         assert_eq!(c.len(), 1);
         assert!(c.reserve(5000).is_err());

@@ -19,6 +19,7 @@ pub mod prefix_cache;
 pub mod quant;
 pub mod sampler;
 pub mod scripted;
+pub mod snapshots;
 pub mod speculation;
 pub mod stats;
 pub mod template;
@@ -37,6 +38,7 @@ use self::gguf::{GgufFile, Hparams};
 use self::model::{Logits, Model};
 use self::prefix_cache::PrefixCache;
 use self::sampler::{Sampler, SamplingParams};
+use self::snapshots::Snapshots;
 pub use self::stats::GenStats;
 use self::template::{ChatMessage, ChatTemplate};
 use self::tokenizer::{Utf8Stream, Vocab};
@@ -113,6 +115,11 @@ pub struct EngineOptions {
     pub ctx: usize,
     /// Bytes the prefix cache may keep across all sequences and models.
     pub cache_budget_bytes: u64,
+    /// Keep the opening tokens of new conversations on disk for the next run
+    /// (`snapshots`). On for the assistant; off for `generate` and `bench`, whose cold
+    /// figures must be cold.
+    #[serde(default)]
+    pub prompt_snapshots: bool,
 }
 
 impl Default for EngineOptions {
@@ -120,6 +127,7 @@ impl Default for EngineOptions {
         Self {
             ctx: DEFAULT_CTX,
             cache_budget_bytes: 2 << 30,
+            prompt_snapshots: false,
         }
     }
 }
@@ -606,11 +614,39 @@ impl EngineThread {
             )));
         }
         let key = info.source.key();
-        let mut cache = self.prefix.checkout(&key, &prompt, || model.new_cache())?;
+        // A snapshot on disk that holds more of the prompt than memory does (the first
+        // turn of a run) is loaded instead; at least one prompt token stays to evaluate.
+        let snapshots = self
+            .options
+            .prompt_snapshots
+            .then(|| Snapshots::for_model(&snapshots::default_root(), &info.source.path));
+        let in_memory = self.prefix.longest(&key, &prompt);
+        let from_disk = snapshots.as_ref().and_then(|s| {
+            let (path, n) = s.best(&prompt, model.new_cache().shape())?;
+            let n = n.min(prompt.len() - 1);
+            (n > in_memory + snapshots::MIN_USEFUL).then_some((path, n))
+        });
+        let mut snapshot_tokens = 0;
+        let mut cache = match from_disk.and_then(|(path, n)| {
+            let store = snapshots.as_ref()?;
+            store
+                .load(&path, n, model.new_cache())
+                .map_err(
+                    |e| tracing::warn!(path = %path.display(), "prompt snapshot unreadable: {e}"),
+                )
+                .ok()
+        }) {
+            Some(c) => {
+                snapshot_tokens = c.len();
+                c
+            }
+            None => self.prefix.checkout(&key, &prompt, || model.new_cache())?,
+        };
         let reused = cache.len();
         let mut stats = GenStats {
             prompt_tokens: prompt.len(),
             reused_tokens: reused,
+            snapshot_tokens,
             ..Default::default()
         };
 
@@ -742,13 +778,22 @@ impl EngineThread {
         stats.generated_tokens = generated.len();
         stats.kv_bytes = cache.bytes();
         stats.rss_mb = stats::rss_mb();
-        self.prefix.checkin(&key, cache);
         let _ = events.send(EngineEvent::Done {
             stop,
             text,
             tokens: generated,
             stats,
         });
+        // A conversation's opening (most of the prompt was new): keep it for the next
+        // run, after the answer so that it costs the user no waiting.
+        if let Some(store) = &snapshots {
+            if reused < prompt.len() / 2 && prompt.len() >= 2 * snapshots::MIN_USEFUL {
+                if let Err(e) = store.save(&cache, prompt.len()) {
+                    tracing::warn!("cannot store a prompt snapshot: {e}");
+                }
+            }
+        }
+        self.prefix.checkin(&key, cache);
         Ok(())
     }
 }

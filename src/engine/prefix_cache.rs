@@ -49,6 +49,17 @@ impl PrefixCache {
         self.entries.is_empty()
     }
 
+    /// Prompt tokens the best cached sequence of `model` would supply.
+    pub fn longest(&self, model: &str, prompt: &[u32]) -> usize {
+        let limit = prompt.len().saturating_sub(1);
+        self.entries
+            .iter()
+            .filter(|e| e.model == model)
+            .map(|e| common_prefix(&e.cache.tokens, prompt).min(limit))
+            .max()
+            .unwrap_or(0)
+    }
+
     /// A cache for `prompt` on `model` whose tokens are a prefix of the prompt, so that
     /// only `prompt[cache.len()..]` needs a forward pass. At least one prompt token is
     /// always left to evaluate, since its logits choose the first new token.

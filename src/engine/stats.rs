@@ -7,6 +7,9 @@ pub struct GenStats {
     pub prompt_tokens: usize,
     /// Prompt tokens whose K and V came from the prefix cache.
     pub reused_tokens: usize,
+    /// Of those, the tokens loaded from a prompt snapshot on disk.
+    #[serde(default)]
+    pub snapshot_tokens: usize,
     /// From the request's start to the first new token.
     pub ttft_ms: f64,
     /// Prompt tokens evaluated (not reused) per second of prefill.

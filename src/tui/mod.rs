@@ -42,6 +42,8 @@ pub struct TuiOptions {
     /// A tier to fetch before loading (first use).
     pub fetch_first: Option<Tier>,
     pub ctx: usize,
+    /// Prompt snapshots on disk (`engine::snapshots`).
+    pub prompt_snapshots: bool,
     pub policy: Policy,
     pub test_cmd: Option<String>,
     pub theme: theme::Theme,
@@ -144,6 +146,7 @@ async fn event_loop(opts: TuiOptions) -> Result<i32> {
     app.status.sandbox = crate::tools::shell::landlock_abi() > 0;
     let engine = crate::exec::engine(EngineOptions {
         ctx: opts.ctx,
+        prompt_snapshots: opts.prompt_snapshots,
         ..Default::default()
     })?;
     let mut agent_opts = AgentOptions::new(opts.workspace.clone(), opts.model.clone());
