@@ -215,7 +215,7 @@ fn a_prompt_snapshot_warms_the_next_runs_first_turn() {
         .vocab
         .encode(&format!("{system}Q: name a prime.\nA:"))
         .unwrap();
-    let system_len = info.vocab.encode(&system).unwrap().len();
+    let system_len = info.vocab.encode(system).unwrap().len();
     let warm = second
         .generate_blocking(GenerateRequest::new(Prompt::Tokens(prompt.clone()), 12))
         .unwrap();
