@@ -627,9 +627,7 @@ async fn a_block_without_a_path_edits_the_file_in_the_conversation() {
         |_| {},
     );
     let ev = s
-        .turn(
-            "Implement the function total in solution.py so that it does what its docstring says.",
-        )
+        .turn("Make the code in solution.py do what its docstring says.")
         .await;
     assert_eq!(end(&ev), TurnEnd::Answered);
     assert!(s
@@ -804,7 +802,7 @@ async fn failing_docstring_examples_go_back_to_the_model() {
         Policy::Edits,
         |_| {},
     );
-    let ev = s.turn("Implement double in solution.py").await;
+    let ev = s.turn("Make solution.py pass its docstring examples").await;
     assert_eq!(end(&ev), TurnEnd::Answered);
     assert!(
         s.prompt(1)
@@ -832,7 +830,8 @@ async fn a_stub_copied_back_makes_the_next_reply_start_inside_its_body() {
         Policy::Edits,
         |_| {},
     );
-    let ev = s.turn("Implement double in solution.py").await;
+    // No function named: the first reply is the model's own.
+    let ev = s.turn("Make solution.py do what its docstring says").await;
     assert_eq!(end(&ev), TurnEnd::Answered);
     let p = s.prompt(1);
     assert!(
@@ -841,6 +840,35 @@ async fn a_stub_copied_back_makes_the_next_reply_start_inside_its_body() {
     );
     assert_eq!(s.read("solution.py"), format!("{doc}    return 2 * x\n"));
     assert_eq!(s.requests(), 2, "passing examples end the turn");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn asked_to_implement_a_named_stub_the_reply_starts_inside_its_body() {
+    let doc = "def half(x):\n    \"\"\"Half of x.\"\"\"\n\n\ndef double(x):\n    \"\"\"Twice x.\n    >>> double(2)\n    4\n    \"\"\"\n";
+    let mut s = Session::start(
+        &[("solution.py", doc)],
+        Script::new([" return 2 * x\n```\n", "never"]),
+        Policy::Edits,
+        |_| {},
+    );
+    let ev = s.turn("Implement the function double in solution.py.").await;
+    assert_eq!(end(&ev), TurnEnd::Answered);
+    // The stub named in the request, not the first one in the file.
+    let p = s.prompt(0);
+    assert!(p.ends_with(&format!("solution.py\n```python\n{doc}   ")), "{p}");
+    assert_eq!(s.read("solution.py"), format!("{doc}    return 2 * x\n"));
+    assert_eq!(s.requests(), 1, "passing examples end the turn");
+
+    // A question about the function is answered freely.
+    let mut s = Session::start(
+        &[("solution.py", doc)],
+        Script::new(["It doubles x."]),
+        Policy::Edits,
+        |_| {},
+    );
+    s.turn("What should double in solution.py return?").await;
+    let t = s.transcript.lock().unwrap();
+    assert!(matches!(t[0].prompt, Prompt::Chat(_)), "no forced start: {:?}", t[0].prompt);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -255,23 +255,39 @@ pub fn merge(old: Option<&str>, block: &str, lang: &str) -> Result<Merged, Strin
 /// such a function often copies it back unchanged; a reply forced to begin with the
 /// file up to here can only go on with the body.
 pub fn python_stub_end(text: &str) -> Option<usize> {
+    python_stubs(text).first().map(|(_, end)| *end)
+}
+
+/// The Python functions of `text` that are only a stub, in order: each one's name and
+/// the byte offset just past its docstring (see `python_stub_end`).
+pub fn python_stubs(text: &str) -> Vec<(String, usize)> {
     let lines: Vec<&str> = text.split_inclusive('\n').collect();
     let indent = |l: &str| l.len() - l.trim_start().len();
+    let mut stubs = Vec::new();
     let mut i = 0;
     while i < lines.len() {
         let line = lines[i];
         let t = line.trim_start();
-        if !(t.starts_with("def ") || t.starts_with("async def ")) {
+        let Some(after_def) = t
+            .strip_prefix("def ")
+            .or_else(|| t.strip_prefix("async def "))
+        else {
             i += 1;
             continue;
-        }
+        };
+        let name: String = after_def
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect();
         let def_indent = indent(line);
         // The signature ends at the first line ending with ':'.
         let mut j = i;
         while j < lines.len() && !lines[j].trim_end().ends_with(':') {
             j += 1;
         }
-        let doc = lines.get(j + 1)?;
+        let Some(doc) = lines.get(j + 1) else {
+            break;
+        };
         let d = doc.trim_start();
         let quote = if d.starts_with("\"\"\"") {
             "\"\"\""
@@ -293,7 +309,7 @@ pub fn python_stub_end(text: &str) -> Option<usize> {
                 k += 1;
             }
             if k == lines.len() {
-                return None;
+                break;
             }
         }
         let rest_is_outside = lines[k + 1..]
@@ -301,11 +317,11 @@ pub fn python_stub_end(text: &str) -> Option<usize> {
             .find(|l| !l.trim().is_empty())
             .is_none_or(|l| indent(l) <= def_indent);
         if rest_is_outside {
-            return Some(lines[..=k].iter().map(|l| l.len()).sum());
+            stubs.push((name, lines[..=k].iter().map(|l| l.len()).sum()));
         }
         i = k + 1;
     }
-    None
+    stubs
 }
 
 #[cfg(test)]

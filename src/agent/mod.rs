@@ -17,6 +17,9 @@ pub mod pasted;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::time::Duration;
+use std::sync::OnceLock;
+
+use regex::Regex;
 
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
@@ -642,6 +645,7 @@ impl Agent {
                 }
             }
         }
+        self.start_at_named_stub(text, &attach);
         for path in attach {
             // A file already shown and unchanged need not be shown again.
             if self.shown_unchanged(&path) {
@@ -969,14 +973,46 @@ impl Agent {
                 continue;
             };
             if let Some(end) = merge::python_stub_end(&text) {
-                // The body's first line begun, indented as the docstring's last line but
-                // for one space: a reply that closed the block here would leave the
-                // function empty, and the model's next token (" return", " for", ...)
-                // carries that last space itself, as BPE vocabularies split code.
-                let last = text[..end].trim_end_matches('\n');
-                let last = &last[last.rfind('\n').map_or(0, |i| i + 1)..];
-                let indent = &last[..(last.len() - last.trim_start().len()).saturating_sub(1)];
-                self.force_prefix = Some(format!("{path}\n```python\n{}{indent}", &text[..end]));
+                self.force_prefix = Some(stub_reply_start(path, &text, end));
+                return;
+            }
+        }
+    }
+
+    /// A request to implement a function that is a stub in one of the attached Python
+    /// files: the reply starts at that function's body, as `force_stub_body` does for a
+    /// fix. The stub is prompt then, evaluated in one batch rather than copied back a
+    /// token at a time, and the model cannot return it unchanged.
+    fn start_at_named_stub(&mut self, request: &str, attached: &[String]) {
+        static ASK: OnceLock<Regex> = OnceLock::new();
+        let ask = ASK.get_or_init(|| {
+            Regex::new(r"(?i)\b(implement|complete|finish|fill in|write the body)").expect("valid")
+        });
+        if self.force_prefix.is_some() || !ask.is_match(request) {
+            return;
+        }
+        let named = |name: &str| {
+            request
+                .match_indices(name)
+                .any(|(i, _)| {
+                    let before = request[..i].chars().next_back();
+                    let after = request[i + name.len()..].chars().next();
+                    let word = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
+                    !word(before) && !word(after)
+                })
+        };
+        for path in attached.iter().filter(|p| p.ends_with(".py")) {
+            let Ok(abs) = self.opts.workspace.resolve(path) else {
+                continue;
+            };
+            let Ok(text) = std::fs::read_to_string(abs) else {
+                continue;
+            };
+            if let Some((_, end)) = merge::python_stubs(&text)
+                .into_iter()
+                .find(|(name, _)| named(name))
+            {
+                self.force_prefix = Some(stub_reply_start(path, &text, end));
                 return;
             }
         }
@@ -1660,6 +1696,19 @@ struct ProposalOutcome {
     files: Vec<String>,
     needs_reply: bool,
     message: String,
+}
+
+/// The start of a reply that rewrites `path` with the stub ending at `end` implemented:
+/// the path, the fence, the file up to the stub's docstring, and the body's first line
+/// begun, indented as the docstring's last line but for one space. A reply that closed
+/// the block here would leave the function empty, and the model's next token
+/// (" return", " for", ...) carries that last space itself, as BPE vocabularies split
+/// code.
+fn stub_reply_start(path: &str, text: &str, end: usize) -> String {
+    let last = text[..end].trim_end_matches('\n');
+    let last = &last[last.rfind('\n').map_or(0, |i| i + 1)..];
+    let indent = &last[..(last.len() - last.trim_start().len()).saturating_sub(1)];
+    format!("{path}\n```python\n{}{indent}", &text[..end])
 }
 
 #[cfg(test)]
