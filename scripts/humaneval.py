@@ -15,6 +15,10 @@ Prints per problem: pass/fail, wall time, the time to first token of each model 
 well-formed rate of the model's replies and the median time per problem (model load
 excluded: it is timed from the `engine_state: idle` event after loading).
 
+Each run of this script starts with an empty prompt-snapshot store (its own
+LCODE_CACHE_DIR), so a problem can start warm only on what earlier problems of the same
+run left there: the system prompt, as a user moving between repositories would.
+
 usage: scripts/humaneval.py TIER [FROM TO] [--lcode PATH]
 """
 
@@ -55,7 +59,7 @@ def run_problem(lcode, tier, p, data_dir):
         (repo / "solution.py").write_text(p["prompt"])
         task = (f"Implement the function {p['entry_point']} in solution.py "
                 "so that it does what its docstring says.")
-        env = dict(os.environ, LCODE_DATA_DIR=data_dir)
+        env = dict(os.environ, LCODE_DATA_DIR=data_dir, LCODE_CACHE_DIR=data_dir)
         start = time.monotonic()
         ready = None
         ttfts, well, bad = [], 0, 0

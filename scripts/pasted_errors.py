@@ -146,7 +146,7 @@ def run_case(lcode, tier, case, data_dir):
             (repo / p).parent.mkdir(parents=True, exist_ok=True)
             (repo / p).write_text(body)
         pristine = {p: case["files"][p] for p in case["tests"]}
-        env = dict(os.environ, LCODE_DATA_DIR=data_dir)
+        env = dict(os.environ, LCODE_DATA_DIR=data_dir, LCODE_CACHE_DIR=data_dir)
         start = time.monotonic()
         proc = subprocess.run(
             [lcode, "exec", "--model", tier, "--approve", "all", "--test-cmd",
