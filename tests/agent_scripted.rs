@@ -575,6 +575,42 @@ async fn failing_tests_go_back_to_the_model_until_they_pass() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fixes_after_the_first_are_sampled_so_a_retry_can_differ() {
+    let test = "python3 -c 'import app; assert app.f() == 3, \"f() should be 3\"'";
+    let wrong = |n: u32| {
+        edit_reply(
+            "app.py",
+            &format!("def f():\n    return {n}\n\n\ndef g():\n    return 2\n"),
+        )
+    };
+    let mut s = Session::start(
+        &[("app.py", APP)],
+        Script::new([
+            wrong(4),
+            wrong(5),
+            wrong(6),
+            edit_reply(
+                "app.py",
+                "def f():\n    return 3\n\n\ndef g():\n    return 2\n",
+            ),
+            "Fixed.".into(),
+        ]),
+        Policy::All,
+        |o| o.test_cmd = Some(test.into()),
+    );
+    let ev = s.turn("make f return 3 in app.py").await;
+    assert_eq!(end(&ev), TurnEnd::Answered);
+    assert!(s.read("app.py").contains("return 3"));
+    let t = s.transcript.lock().unwrap();
+    assert_eq!(t.len(), 4, "the first reply and three fixes");
+    // The first reply and the first fix greedy; then sampled, each with its own seed.
+    let temps: Vec<f32> = t.iter().map(|r| r.sampling.temperature).collect();
+    assert_eq!(temps[..2], [0.0, 0.0]);
+    assert!(temps[2] > 0.0 && temps[3] > 0.0, "{temps:?}");
+    assert_ne!(t[2].sampling.seed, t[3].sampling.seed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_and_unmatched_edits_get_a_precise_correction_then_a_bounded_retry() {
     let mut s = Session::start(
         &[("app.py", APP)],
@@ -851,11 +887,16 @@ async fn asked_to_implement_a_named_stub_the_reply_starts_inside_its_body() {
         Policy::Edits,
         |_| {},
     );
-    let ev = s.turn("Implement the function double in solution.py.").await;
+    let ev = s
+        .turn("Implement the function double in solution.py.")
+        .await;
     assert_eq!(end(&ev), TurnEnd::Answered);
     // The stub named in the request, not the first one in the file.
     let p = s.prompt(0);
-    assert!(p.ends_with(&format!("solution.py\n```python\n{doc}   ")), "{p}");
+    assert!(
+        p.ends_with(&format!("solution.py\n```python\n{doc}   ")),
+        "{p}"
+    );
     assert_eq!(s.read("solution.py"), format!("{doc}    return 2 * x\n"));
     assert_eq!(s.requests(), 1, "passing examples end the turn");
 
@@ -868,7 +909,11 @@ async fn asked_to_implement_a_named_stub_the_reply_starts_inside_its_body() {
     );
     s.turn("What should double in solution.py return?").await;
     let t = s.transcript.lock().unwrap();
-    assert!(matches!(t[0].prompt, Prompt::Chat(_)), "no forced start: {:?}", t[0].prompt);
+    assert!(
+        matches!(t[0].prompt, Prompt::Chat(_)),
+        "no forced start: {:?}",
+        t[0].prompt
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

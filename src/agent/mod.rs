@@ -16,8 +16,8 @@ pub mod pasted;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
-use std::time::Duration;
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use regex::Regex;
 
@@ -25,6 +25,7 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 use self::actions::Action;
 use self::history::{History, Journal};
+use crate::engine::sampler::SamplingParams;
 use crate::engine::template::ChatMessage;
 use crate::engine::{
     catalog, EngineEvent, EngineHandle, GenerateRequest, ModelInfo, ModelSource, Prompt,
@@ -693,7 +694,7 @@ impl Agent {
         let mut retries = 0;
         let mut fix_attempts = 0;
         for _ in 0..self.opts.max_steps {
-            let reply = match self.generate().await {
+            let reply = match self.generate(fix_attempts).await {
                 Ok(r) => r,
                 Err(flow) => return self.end_turn(flow),
             };
@@ -800,8 +801,9 @@ impl Agent {
     }
 
     /// One model reply, streamed as `Text`; stops early after a tool line, so the model
-    /// does not invent the tool's answer.
-    async fn generate(&mut self) -> Result<String, Flow> {
+    /// does not invent the tool's answer. `fix_attempt` counts the fixes asked for this
+    /// turn: from the second on, the reply is sampled (see `retry_sampling`).
+    async fn generate(&mut self, fix_attempt: usize) -> Result<String, Flow> {
         let info = self.info.clone().expect("model loaded");
         let used = self.fit_context(&info);
         let mut all = vec![ChatMessage::new("system", self.system.clone())];
@@ -825,7 +827,10 @@ impl Agent {
                 Err(_) => Prompt::Chat(all),
             }
         };
-        let request = GenerateRequest::new(prompt, self.opts.max_reply_tokens.min(room));
+        let mut request = GenerateRequest::new(prompt, self.opts.max_reply_tokens.min(room));
+        if let Some(sampling) = retry_sampling(fix_attempt) {
+            request.sampling = sampling;
+        }
         let mut gen = self.engine.generate(request);
         let mut text = prefix.clone();
         if !prefix.is_empty() {
@@ -992,14 +997,12 @@ impl Agent {
             return;
         }
         let named = |name: &str| {
-            request
-                .match_indices(name)
-                .any(|(i, _)| {
-                    let before = request[..i].chars().next_back();
-                    let after = request[i + name.len()..].chars().next();
-                    let word = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
-                    !word(before) && !word(after)
-                })
+            request.match_indices(name).any(|(i, _)| {
+                let before = request[..i].chars().next_back();
+                let after = request[i + name.len()..].chars().next();
+                let word = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
+                !word(before) && !word(after)
+            })
         };
         for path in attached.iter().filter(|p| p.ends_with(".py")) {
             let Ok(abs) = self.opts.workspace.resolve(path) else {
@@ -1696,6 +1699,18 @@ struct ProposalOutcome {
     files: Vec<String>,
     needs_reply: bool,
     message: String,
+}
+
+/// Sampling for the `attempt`-th fix of a turn. A small model shown its failure often
+/// writes the same code again: after one greedy fix, later attempts sample (temperature
+/// 0.7, top-p 0.95, a seed per attempt, so a run is reproducible) to try other code.
+fn retry_sampling(attempt: usize) -> Option<SamplingParams> {
+    (attempt >= 2).then(|| SamplingParams {
+        temperature: 0.7,
+        top_p: 0.95,
+        seed: attempt as u64,
+        ..SamplingParams::default()
+    })
 }
 
 /// The start of a reply that rewrites `path` with the stub ending at `end` implemented:
