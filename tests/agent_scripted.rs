@@ -999,7 +999,7 @@ async fn a_read_of_a_file_just_shown_forces_a_code_block_for_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_edit_that_changes_nothing_in_a_fix_loop_is_told_the_tests_still_fail() {
+async fn an_edit_that_changes_nothing_in_a_fix_loop_starts_again_from_the_request() {
     let test = "python3 -c 'import app; assert app.f() == 3, \"f() should be 3\"'";
     let two = edit_reply(
         "app.py",
@@ -1017,11 +1017,13 @@ async fn an_edit_that_changes_nothing_in_a_fix_loop_is_told_the_tests_still_fail
     );
     let ev = s.turn("make f return 3 in app.py").await;
     assert_eq!(end(&ev), TurnEnd::Answered);
-    assert!(
-        s.prompt(2)
-            .contains("The edit changes nothing. The failures above still stand"),
-        "{}",
-        s.prompt(2)
-    );
+    // The repair shown the failure changed nothing: the third request is the first
+    // one again, the failed attempts out of sight, and the chat says so.
+    assert!(s.prompt(1).contains("The tests failed"), "{}", s.prompt(1));
+    let t = s.transcript.lock().unwrap();
+    assert_eq!(t[2].prompt, t[0].prompt);
+    assert!(t[2].sampling.temperature > 0.0);
+    drop(t);
+    assert!(text(&ev).contains("trying again from the request"));
     assert!(s.read("app.py").contains("return 3"));
 }

@@ -693,13 +693,31 @@ impl Agent {
         self.push_message("user", message);
         let mut retries = 0;
         let mut fix_attempts = 0;
+        // Where this turn began, for a fresh attempt (see `FRESH_FROM_ATTEMPT`).
+        let turn_base = self.messages.len();
+        let turn_start = self.force_prefix.clone();
         for _ in 0..self.opts.max_steps {
             let reply = match self.generate(fix_attempts).await {
                 Ok(r) => r,
                 Err(flow) => return self.end_turn(flow),
             };
+            let attempts_before = fix_attempts;
             let flow = self.act(&reply, &mut retries, &mut fix_attempts).await;
             match flow {
+                Flow::Continue(_)
+                    if fix_attempts > attempts_before && fix_attempts >= FRESH_FROM_ATTEMPT =>
+                {
+                    // Shown its failing code, a small model mostly repairs it into more
+                    // failing code: start again from the request, sampled, with the
+                    // failed attempts out of sight (the request's prefix is cached, so
+                    // this costs no prefill).
+                    self.messages.truncate(turn_base);
+                    self.force_prefix = turn_start.clone();
+                    self.emit(Event::Text {
+                        delta: "\n\n(The checks still fail: trying again from the request.)\n\n"
+                            .into(),
+                    });
+                }
                 Flow::Continue(results) => {
                     let results = self.fit_results(results);
                     self.push_message("user", results)
@@ -1234,14 +1252,15 @@ impl Agent {
         }
         let mut applied_any = false;
         let mut applied_files: Vec<String> = Vec::new();
-        let change_paths: Vec<String> = changes.iter().map(|c| c.path.clone()).collect();
         if !changes.is_empty() {
             match self.propose(changes).await {
                 Ok(Some(outcome)) => {
                     applied_any = outcome.applied;
                     applied_files = outcome.files;
                     // In a fix loop, an edit that changes nothing leaves the checks
-                    // failing: say so, within the same bound of attempts.
+                    // failing: it counts as a failed attempt, within the same bound,
+                    // and being the second or later, the turn starts again from the
+                    // request (`FRESH_FROM_ATTEMPT`).
                     let unchanged_fix = !outcome.applied
                         && !outcome.needs_reply
                         && *fix_attempts > 0
@@ -1250,7 +1269,6 @@ impl Agent {
                         *fix_attempts += 1;
                         needs_reply = true;
                         results.push(format!("{NO_CHANGE} The failures above still stand; change the code to fix them."));
-                        self.force_stub_body(&change_paths);
                     } else {
                         results.push(outcome.message);
                         needs_reply |= outcome.needs_reply;
@@ -1701,11 +1719,18 @@ struct ProposalOutcome {
     message: String,
 }
 
+/// The fix attempt of a turn from which the model starts again from the request
+/// instead of repairing its last try: one repair shown the failure, then fresh samples,
+/// as code-generation studies find resampling at least as good as self-repair for the
+/// same budget on small models (Olausson et al., 2023, "Is Self-Repair a Silver Bullet
+/// for Code Generation?").
+const FRESH_FROM_ATTEMPT: usize = 2;
+
 /// Sampling for the `attempt`-th fix of a turn. A small model shown its failure often
 /// writes the same code again: after one greedy fix, later attempts sample (temperature
 /// 0.7, top-p 0.95, a seed per attempt, so a run is reproducible) to try other code.
 fn retry_sampling(attempt: usize) -> Option<SamplingParams> {
-    (attempt >= 2).then(|| SamplingParams {
+    (attempt >= FRESH_FROM_ATTEMPT).then(|| SamplingParams {
         temperature: 0.7,
         top_p: 0.95,
         seed: attempt as u64,
