@@ -135,6 +135,17 @@ fn text(events: &[Event]) -> String {
 
 const APP: &str = "def f():\n    return 1\n\n\ndef g():\n    return 2\n";
 
+/// A test command that passes once `f` in app.py returns 3.
+const F_IS_3: &str = "python3 -c 'import app; assert app.f() == 3, \"f() should be 3\"'";
+
+/// A reply rewriting app.py (`APP`) with `f` returning `n`.
+fn f_returns(n: u32) -> String {
+    edit_reply(
+        "app.py",
+        &format!("def f():\n    return {n}\n\n\ndef g():\n    return 2\n"),
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_search_and_list_feed_the_model_and_stop_it_at_the_tool_line() {
     let mut s = Session::start(
@@ -546,22 +557,11 @@ async fn tool_output_is_cut_to_a_budget_with_a_note() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_tests_go_back_to_the_model_until_they_pass() {
-    let test = "python3 -c 'import app; assert app.f() == 3, \"f() should be 3\"'";
     let mut s = Session::start(
         &[("app.py", APP)],
-        Script::new([
-            edit_reply(
-                "app.py",
-                "def f():\n    return 2\n\n\ndef g():\n    return 2\n",
-            ),
-            edit_reply(
-                "app.py",
-                "def f():\n    return 3\n\n\ndef g():\n    return 2\n",
-            ),
-            "Fixed.".into(),
-        ]),
+        Script::new([f_returns(2), f_returns(3), "Fixed.".into()]),
         Policy::All,
-        |o| o.test_cmd = Some(test.into()),
+        |o| o.test_cmd = Some(F_IS_3.into()),
     );
     let ev = s.turn("make f return 3 in app.py").await;
     assert_eq!(end(&ev), TurnEnd::Answered);
@@ -576,27 +576,17 @@ async fn failing_tests_go_back_to_the_model_until_they_pass() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fixes_after_the_first_are_sampled_so_a_retry_can_differ() {
-    let test = "python3 -c 'import app; assert app.f() == 3, \"f() should be 3\"'";
-    let wrong = |n: u32| {
-        edit_reply(
-            "app.py",
-            &format!("def f():\n    return {n}\n\n\ndef g():\n    return 2\n"),
-        )
-    };
     let mut s = Session::start(
         &[("app.py", APP)],
         Script::new([
-            wrong(4),
-            wrong(5),
-            wrong(6),
-            edit_reply(
-                "app.py",
-                "def f():\n    return 3\n\n\ndef g():\n    return 2\n",
-            ),
+            f_returns(4),
+            f_returns(5),
+            f_returns(6),
+            f_returns(3),
             "Fixed.".into(),
         ]),
         Policy::All,
-        |o| o.test_cmd = Some(test.into()),
+        |o| o.test_cmd = Some(F_IS_3.into()),
     );
     let ev = s.turn("make f return 3 in app.py").await;
     assert_eq!(end(&ev), TurnEnd::Answered);
@@ -1000,20 +990,11 @@ async fn a_read_of_a_file_just_shown_forces_a_code_block_for_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_edit_that_changes_nothing_in_a_fix_loop_starts_again_from_the_request() {
-    let test = "python3 -c 'import app; assert app.f() == 3, \"f() should be 3\"'";
-    let two = edit_reply(
-        "app.py",
-        "def f():\n    return 2\n\n\ndef g():\n    return 2\n",
-    );
-    let three = edit_reply(
-        "app.py",
-        "def f():\n    return 3\n\n\ndef g():\n    return 2\n",
-    );
     let mut s = Session::start(
         &[("app.py", APP)],
-        Script::new([two.clone(), two, three]),
+        Script::new([f_returns(2), f_returns(2), f_returns(3)]),
         Policy::All,
-        |o| o.test_cmd = Some(test.into()),
+        |o| o.test_cmd = Some(F_IS_3.into()),
     );
     let ev = s.turn("make f return 3 in app.py").await;
     assert_eq!(end(&ev), TurnEnd::Answered);

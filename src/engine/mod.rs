@@ -399,6 +399,8 @@ pub struct Completion {
 pub(crate) struct LoadedModel {
     info: ModelInfo,
     model: Model,
+    /// This model's prompt snapshots on disk, where the options keep them.
+    snapshots: Option<Snapshots>,
 }
 
 /// What memory a model needs at a working context, against what is available.
@@ -496,7 +498,11 @@ fn load_model(
         template: Arc::new(template),
         load_ms: start.elapsed().as_secs_f64() * 1000.0,
     };
-    Ok(LoadedModel { info, model })
+    Ok(LoadedModel {
+        info,
+        model,
+        snapshots: None,
+    })
 }
 
 struct EngineThread {
@@ -520,8 +526,13 @@ impl EngineThread {
         while let Ok(cmd) = rx.recv() {
             match cmd {
                 Command::Load { source, events } => self.start_load(source, events),
-                Command::Installed { loaded, events } => {
+                Command::Installed { mut loaded, events } => {
                     let info = loaded.info.clone();
+                    // Where this model's snapshots live: found once per load, not per
+                    // request (it hashes the model file's and the binary's metadata).
+                    loaded.snapshots = self.options.prompt_snapshots.then(|| {
+                        Snapshots::for_model(&snapshots::default_root(), &info.source.path)
+                    });
                     tracing::info!(model = %info.source.label(), load_ms = info.load_ms, "model loaded");
                     self.active = Some(loaded);
                     let _ = events.send(EngineEvent::Loaded(info));
@@ -585,7 +596,7 @@ impl EngineThread {
         let Some(loaded) = self.active.as_deref() else {
             return Err(EngineError::NotLoaded("no model is loaded yet".into()));
         };
-        let (info, model) = (&loaded.info, &loaded.model);
+        let (info, model, snapshots) = (&loaded.info, &loaded.model, &loaded.snapshots);
         let prompt = match &req.prompt {
             Prompt::Tokens(t) => t.clone(),
             Prompt::Raw(text) => info.vocab.encode(text)?,
@@ -616,30 +627,28 @@ impl EngineThread {
         let key = info.source.key();
         // A snapshot on disk that holds more of the prompt than memory does (the first
         // turn of a run) is loaded instead; at least one prompt token stays to evaluate.
-        let snapshots = self
-            .options
-            .prompt_snapshots
-            .then(|| Snapshots::for_model(&snapshots::default_root(), &info.source.path));
+        // Later turns, which memory already covers past any snapshot's length, read no
+        // files.
         let in_memory = self.prefix.longest(&key, &prompt);
-        let from_disk = snapshots.as_ref().and_then(|s| {
-            let (path, n) = s.best(&prompt, model.new_cache().shape())?;
-            let n = n.min(prompt.len() - 1);
-            (n > in_memory + snapshots::MIN_USEFUL).then_some((path, n))
-        });
-        let mut snapshot_tokens = 0;
-        let mut cache = match from_disk.and_then(|(path, n)| {
-            let store = snapshots.as_ref()?;
-            store
-                .load(&path, n, model.new_cache())
-                .map_err(
-                    |e| tracing::warn!(path = %path.display(), "prompt snapshot unreadable: {e}"),
-                )
-                .ok()
-        }) {
-            Some(c) => {
-                snapshot_tokens = c.len();
-                c
-            }
+        let most_from_disk = (prompt.len() - 1).min(snapshots::MAX_TOKENS);
+        let from_disk = snapshots
+            .as_ref()
+            .filter(|_| most_from_disk > in_memory + snapshots::MIN_USEFUL)
+            .and_then(|store| {
+                let hp = &info.hparams;
+                let (path, n) = store.best(&prompt, (hp.n_layer, hp.n_head_kv, hp.head_dim))?;
+                let n = n.min(prompt.len() - 1);
+                if n <= in_memory + snapshots::MIN_USEFUL {
+                    return None;
+                }
+                store
+                    .load(&path, n, model.new_cache())
+                    .map_err(|e| tracing::warn!(path = %path.display(), "prompt snapshot unreadable: {e}"))
+                    .ok()
+            });
+        let snapshot_tokens = from_disk.as_ref().map_or(0, |c| c.len());
+        let mut cache = match from_disk {
+            Some(c) => c,
             None => self.prefix.checkout(&key, &prompt, || model.new_cache())?,
         };
         let reused = cache.len();
@@ -778,21 +787,22 @@ impl EngineThread {
         stats.generated_tokens = generated.len();
         stats.kv_bytes = cache.bytes();
         stats.rss_mb = stats::rss_mb();
-        let _ = events.send(EngineEvent::Done {
-            stop,
-            text,
-            tokens: generated,
-            stats,
-        });
         // A conversation's opening (most of the prompt was new): keep it for the next
-        // run, after the answer so that it costs the user no waiting.
-        if let Some(store) = &snapshots {
+        // run. Before `Done`, not after: `lcode exec` exits on the answer, and a write
+        // still under way would be lost (tens of milliseconds, once per conversation).
+        if let Some(store) = snapshots {
             if reused < prompt.len() / 2 && prompt.len() >= 2 * snapshots::MIN_USEFUL {
                 if let Err(e) = store.save(&cache, prompt.len()) {
                     tracing::warn!("cannot store a prompt snapshot: {e}");
                 }
             }
         }
+        let _ = events.send(EngineEvent::Done {
+            stop,
+            text,
+            tokens: generated,
+            stats,
+        });
         self.prefix.checkin(&key, cache);
         Ok(())
     }
