@@ -38,6 +38,15 @@ mod fallback {
     rows!(dot_q4_1_n, scalar::dot_q4_1, BlockQ8_1);
     rows!(dot_q4_k_n, scalar::dot_q4_k, BlockQ8K);
     rows!(dot_q6_k_n, scalar::dot_q6_k, BlockQ8K);
+    macro_rules! weight_rows {
+        ($name:ident, $one:path, $block:ty) => {
+            pub fn $name(w: [&[u8]; 4], x: &[$block]) -> [f32; 4] {
+                std::array::from_fn(|r| $one(w[r], x))
+            }
+        };
+    }
+    weight_rows!(dot_q8_0_rows, scalar::dot_q8_0, BlockQ8_0);
+    weight_rows!(dot_q5_0_rows, scalar::dot_q5_0, BlockQ8_0);
 }
 #[cfg(not(target_arch = "x86_64"))]
 pub use fallback::*;
@@ -159,6 +168,74 @@ mod imp {
             }
         }
         hsum_n(acc)
+    }
+
+    /// `R` weight rows of the signed 32-value formats against one activation row: the
+    /// decode form. Each row's sum runs the same instructions in the same order as
+    /// `signed_32`, so the results are bit-identical; the rows interleaved give the
+    /// core `R` independent chains and `R` weight streams to overlap with memory.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn signed_32_rows<const R: usize>(
+        w: [&[u8]; R],
+        x: &[BlockQ8_0],
+        block_bytes: usize,
+        unpack: impl Fn(*const u8) -> __m256i,
+    ) -> [f32; R] {
+        let mut acc = [_mm256_setzero_ps(); R];
+        let base: [*const u8; R] = std::array::from_fn(|r| w[r].as_ptr());
+        for r in 0..R {
+            debug_assert_eq!(w[r].len(), x.len() * block_bytes);
+        }
+        for (i, xb) in x.iter().enumerate() {
+            let y = load32(xb.qs.as_ptr());
+            for r in 0..R {
+                let wb = base[r].add(i * block_bytes);
+                let dw = f16_ptr(wb);
+                let qx = unpack(wb);
+                let ax = _mm256_sign_epi8(qx, qx);
+                let sy = _mm256_sign_epi8(y, qx);
+                let d = _mm256_set1_ps(dw * xb.d);
+                acc[r] = _mm256_fmadd_ps(d, mul_sum_us8_pairs_float(ax, sy), acc[r]);
+            }
+        }
+        hsum_n(acc)
+    }
+
+    #[inline]
+    unsafe fn f16_ptr(p: *const u8) -> f32 {
+        half::f16::from_le_bytes([*p, *p.add(1)]).to_f32()
+    }
+
+    /// The Q8_0 block's values: 32 signed bytes after the f16 scale.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn unpack_q8_0(wb: *const u8) -> __m256i {
+        _mm256_loadu_si256(wb.add(2) as *const __m256i)
+    }
+
+    /// The Q5_0 block's values less 16 as signed bytes: the nibble where the fifth bit
+    /// is set, the nibble with 0xF0 above it where it is not (4 bytes of high bits and
+    /// 16 of nibbles after the f16 scale).
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn unpack_q5_0(wb: *const u8) -> __m256i {
+        let hi = _mm256_andnot_si256(
+            bytes_from_bits_32(wb.add(2)),
+            _mm256_set1_epi8(0xF0u8 as i8),
+        );
+        _mm256_or_si256(bytes_from_nibbles_32(wb.add(6)), hi)
+    }
+
+    pub fn dot_q8_0_rows(w: [&[u8]; 4], x: &[BlockQ8_0]) -> [f32; 4] {
+        // SAFETY: only reached when `available()` found AVX2 and FMA; each row holds
+        // x.len() blocks (checked in debug builds, guaranteed by `QMatrix`).
+        unsafe { signed_32_rows(w, x, WeightType::Q8_0.block_bytes(), |p| unpack_q8_0(p)) }
+    }
+
+    pub fn dot_q5_0_rows(w: [&[u8]; 4], x: &[BlockQ8_0]) -> [f32; 4] {
+        // SAFETY: as `dot_q8_0_rows`.
+        unsafe { signed_32_rows(w, x, WeightType::Q5_0.block_bytes(), |p| unpack_q5_0(p)) }
     }
 
     #[target_feature(enable = "avx2,fma")]

@@ -246,12 +246,16 @@ const ACT_TILE: usize = 16;
 /// The dot product of one weight row with one activation row, and where the CPU has
 /// one, the same with four activation rows at once (the weights unpacked once for
 /// the four; each result bit-identical to the one-row form).
+/// And where the CPU has one, four weight rows against one activation row: the form
+/// decoding runs, four independent sums and four weight streams in flight at once.
 struct Dot<B: 'static> {
     one: fn(&[u8], &[B]) -> f32,
     four: Option<DotFour<B>>,
+    rows: Option<DotRows<B>>,
 }
 
 type DotFour<B> = fn(&[u8], [&[B]; 4]) -> [f32; 4];
+type DotRows<B> = fn([&[u8]; 4], &[B]) -> [f32; 4];
 
 /// out[i, r] = dot(weight row r, activation row i) over activation rows quantized to
 /// `B`, `bpr` blocks per row. Returns (m, n).
@@ -274,10 +278,30 @@ fn matmul_rows<B: Sync>(
         // SAFETY: this task writes only columns r0..r1 of `out` (m x n), which no other
         // task touches, and `out` outlives the parallel loop.
         let put = |i: usize, r: usize, v: f32| unsafe { *out_ptr.0.add(i * n + r) = v };
+        let wrow = |r: usize| &w[r * row_bytes..(r + 1) * row_bytes];
+        if let (Some(rows4), true) = (dot.rows, m < 4) {
+            // Too few activation rows for the four-row form: four weight rows at a time.
+            let mut r = r0;
+            while r + 4 <= r1 {
+                for i in 0..m {
+                    let y = rows4([wrow(r), wrow(r + 1), wrow(r + 2), wrow(r + 3)], xrow(i));
+                    for (j, v) in y.into_iter().enumerate() {
+                        put(i, r + j, v);
+                    }
+                }
+                r += 4;
+            }
+            for r in r..r1 {
+                for i in 0..m {
+                    put(i, r, (dot.one)(wrow(r), xrow(i)));
+                }
+            }
+            return;
+        }
         for i0 in (0..m).step_by(ACT_TILE) {
             let i1 = (i0 + ACT_TILE).min(m);
             for r in r0..r1 {
-                let wrow = &w[r * row_bytes..(r + 1) * row_bytes];
+                let wrow = wrow(r);
                 let mut i = i0;
                 if let Some(four) = dot.four {
                     while i + 4 <= i1 {
@@ -333,16 +357,21 @@ impl QMatrix {
         let bpr32 = self.k / QK;
         let bprk = self.k / QK_K;
         macro_rules! dot {
-            ($scalar:path, $one:path, $four:path) => {
+            ($scalar:path, $one:path, $four:path $(, $rows:path)?) => {
                 if simd {
+                    #[allow(unused_mut, unused_assignments)]
+                    let mut rows: Option<DotRows<_>> = None;
+                    $(rows = Some($rows);)?
                     Dot {
                         one: $one,
                         four: Some($four),
+                        rows,
                     }
                 } else {
                     Dot {
                         one: $scalar,
                         four: None,
+                        rows: None,
                     }
                 }
             };
@@ -351,9 +380,19 @@ impl QMatrix {
             WeightType::Q8_0 | WeightType::Q5_0 => {
                 let xq: Vec<BlockQ8_0> = x.chunks_exact(self.k).flat_map(quantize_q8_0).collect();
                 let dot = if self.kind == WeightType::Q8_0 {
-                    dot!(scalar::dot_q8_0, avx2::dot_q8_0, avx2::dot_q8_0_n::<4>)
+                    dot!(
+                        scalar::dot_q8_0,
+                        avx2::dot_q8_0,
+                        avx2::dot_q8_0_n::<4>,
+                        avx2::dot_q8_0_rows
+                    )
                 } else {
-                    dot!(scalar::dot_q5_0, avx2::dot_q5_0, avx2::dot_q5_0_n::<4>)
+                    dot!(
+                        scalar::dot_q5_0,
+                        avx2::dot_q5_0,
+                        avx2::dot_q5_0_n::<4>,
+                        avx2::dot_q5_0_rows
+                    )
                 };
                 matmul_rows(w, n, rb, &xq, bpr32, dot)
             }

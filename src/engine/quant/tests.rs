@@ -243,3 +243,41 @@ fn a_matrix_of_the_wrong_size_is_refused() {
     assert!(QMatrix::new(WeightType::Q8_0, 1, 32, bytes.clone()).is_err());
     assert!(QMatrix::new(WeightType::Q4K, 1, 100, bytes).is_err());
 }
+
+/// The decode form (four weight rows against one activation row, chosen below four
+/// activation rows) equals the one-row kernel on every row, the rows past the last
+/// whole four included.
+#[test]
+fn four_weight_rows_at_once_equal_one_at_a_time() {
+    let mut rng = StdRng::seed_from_u64(6);
+    let k = 2 * QK_K;
+    for kind in KINDS {
+        let n = 11;
+        let w = matrix(kind, n, k, &mut rng);
+        let x = random_activations(3 * k, &mut rng);
+        for m in [1, 3] {
+            let all = w.matmul(&x[..m * k], m);
+            for i in 0..m {
+                let xi = &x[i * k..(i + 1) * k];
+                for r in 0..n {
+                    let one = QMatrix::new(
+                        kind,
+                        1,
+                        k,
+                        WeightBytes::Owned(Arc::new(
+                            w.bytes[r * w.row_bytes()..(r + 1) * w.row_bytes()].to_vec(),
+                        )),
+                    )
+                    .unwrap();
+                    let want = one.matmul(xi, 1)[0];
+                    let got = all[i * n + r];
+                    assert_eq!(
+                        got.to_bits(),
+                        want.to_bits(),
+                        "{kind:?} m {m} activation {i} row {r}: {got} vs {want}"
+                    );
+                }
+            }
+        }
+    }
+}
