@@ -184,8 +184,8 @@ mod imp {
     ) -> [f32; R] {
         let mut acc = [_mm256_setzero_ps(); R];
         let base: [*const u8; R] = std::array::from_fn(|r| w[r].as_ptr());
-        for r in 0..R {
-            debug_assert_eq!(w[r].len(), x.len() * block_bytes);
+        for row in w {
+            debug_assert_eq!(row.len(), x.len() * block_bytes);
         }
         for (i, xb) in x.iter().enumerate() {
             let y = load32(xb.qs.as_ptr());
