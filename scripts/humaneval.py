@@ -19,7 +19,11 @@ Each run of this script starts with an empty prompt-snapshot store (its own
 LCODE_CACHE_DIR), so a problem can start warm only on what earlier problems of the same
 run left there: the system prompt, as a user moving between repositories would.
 
-usage: scripts/humaneval.py TIER [FROM TO] [--lcode PATH]
+With --bare: the baseline the agent issue compares against, the bare model asked once
+at temperature 0 (`lcode generate --greedy`, chat template, no agent) for the whole file
+in one code block; the first code block of the reply is the solution.
+
+usage: scripts/humaneval.py TIER [FROM TO] [--bare] [--lcode PATH]
 """
 
 import gzip
@@ -100,6 +104,50 @@ def run_problem(lcode, tier, p, data_dir):
         }
 
 
+BARE_PROMPT = ("Complete the following Python code so that the function {entry} does what "
+               "its docstring says. Reply with the whole file in one ```python code block."
+               "\n\n```python\n{prompt}```")
+
+
+def first_code_block(text):
+    start = text.find("```")
+    if start < 0:
+        return None
+    body = text[text.find("\n", start) + 1:]
+    end = body.find("```")
+    return body if end < 0 else body[:end]
+
+
+def run_bare(lcode, tier, p):
+    prompt = BARE_PROMPT.format(entry=p["entry_point"], prompt=p["prompt"])
+    out = subprocess.run(
+        [lcode, "generate", "--model", tier, "--greedy", "--json", "-n", "1024", "--prompt", "-"],
+        input=prompt, capture_output=True, text=True, check=False,
+    )
+    seconds, code, exit_code = 0.0, None, out.returncode
+    if out.returncode == 0:
+        result = json.loads(out.stdout)
+        st = result["stats"]
+        n = len(result["tokens"])
+        seconds = st["ttft_ms"] / 1000 + max(n - 1, 0) / max(st["decode_tps"], 1e-9)
+        code = first_code_block(result["text"])
+    passed = False
+    if code is not None:
+        program = code + "\n\n" + p["test"] + "\n\n" + f"check({p['entry_point']})\n"
+        with tempfile.TemporaryDirectory() as d:
+            try:
+                r = subprocess.run([sys.executable, "-c", program], cwd=d,
+                                   capture_output=True, timeout=30)
+                passed = r.returncode == 0
+            except subprocess.TimeoutExpired:
+                pass
+    return {
+        "task_id": p["task_id"], "passed": passed, "exit": exit_code, "seconds": seconds,
+        "ttft_ms": [], "steps": 1, "edits": 0, "malformed": int(code is None),
+        "stderr": out.stderr.strip().splitlines()[-1:] if out.returncode else [],
+    }
+
+
 def main():
     args = [a for a in sys.argv[1:]]
     # This checkout's release build, not whatever `lcode` is on PATH.
@@ -109,6 +157,9 @@ def main():
         i = args.index("--lcode")
         lcode = str(Path(args[i + 1]).resolve())
         del args[i:i + 2]
+    bare = "--bare" in args
+    if bare:
+        args.remove("--bare")
     if not args:
         sys.exit(__doc__)
     tier = args[0]
@@ -117,7 +168,7 @@ def main():
     data_dir = tempfile.mkdtemp(prefix="lcode-he-")
     results = []
     for p in ps:
-        r = run_problem(lcode, tier, p, data_dir)
+        r = run_bare(lcode, tier, p) if bare else run_problem(lcode, tier, p, data_dir)
         results.append(r)
         ttft = ", ".join(f"{t:.0f}" for t in r["ttft_ms"])
         print(f"{r['task_id']:>14}  {'PASS' if r['passed'] else 'fail'}  "
@@ -129,7 +180,8 @@ def main():
     malformed = sum(r["malformed"] for r in results)
     wf = 100.0 * (replies - malformed) / replies if replies else 0.0
     med = statistics.median(r["seconds"] for r in results) if results else 0.0
-    print(f"\n{tier}: passed {passed}/{n}; well-formed replies {wf:.1f}% "
+    what = f"{tier} bare model" if bare else tier
+    print(f"\n{what}: passed {passed}/{n}; well-formed replies {wf:.1f}% "
           f"({replies - malformed}/{replies}); median {med:.1f} s per problem "
           f"(model load excluded)")
 

@@ -137,6 +137,10 @@ struct GenerateArgs {
     /// the same; this is for measuring it).
     #[arg(long)]
     no_spec: bool,
+    /// With --json: the N most likely tokens and their log-probabilities at each step
+    /// (`top_logprobs`, one list per generated token). Decodes without speculation.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    top_logprobs: usize,
 }
 
 #[derive(Args)]
@@ -404,12 +408,19 @@ fn generate(config: &Config, args: GenerateArgs) -> Result<ExitCode> {
         stop_strings: args.stop.clone(),
         ignore_eos: false,
         speculate: !args.no_spec,
+        top_logprobs: args.top_logprobs,
     };
     let mut gen = engine.generate(request);
     let mut stdout = std::io::stdout().lock();
+    let mut candidates = Vec::new();
     while let Some(ev) = gen.events.blocking_recv() {
         use lcode::engine::EngineEvent as E;
         match ev {
+            E::Candidates(top) => candidates.push(
+                top.into_iter()
+                    .map(|(id, logprob)| json!({"id": id, "logprob": logprob}))
+                    .collect::<Vec<_>>(),
+            ),
             E::Token { text, .. } if !args.json => {
                 stdout.write_all(text.as_bytes())?;
                 stdout.flush()?;
@@ -421,7 +432,7 @@ fn generate(config: &Config, args: GenerateArgs) -> Result<ExitCode> {
                 stats,
             } => {
                 if args.json {
-                    let line = json!({
+                    let mut line = json!({
                         "text": text,
                         "tokens": tokens,
                         "stop": stop,
@@ -437,6 +448,9 @@ fn generate(config: &Config, args: GenerateArgs) -> Result<ExitCode> {
                             "accepted_tokens": stats.accepted_tokens,
                         }
                     });
+                    if args.top_logprobs > 0 {
+                        line["top_logprobs"] = json!(candidates);
+                    }
                     writeln!(stdout, "{line}")?;
                 } else {
                     writeln!(stdout)?;

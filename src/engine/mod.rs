@@ -197,6 +197,10 @@ pub struct GenerateRequest {
     /// Prompt-lookup speculation when decoding greedily (the output is the same either
     /// way; off only to measure it).
     pub speculate: bool,
+    /// Before each sampled token, a `Candidates` event with this many most likely
+    /// tokens and their log-probabilities (0: none). Turns speculation off, whose
+    /// accepted drafts are never sampled from a row of their own.
+    pub top_logprobs: usize,
 }
 
 impl GenerateRequest {
@@ -208,6 +212,7 @@ impl GenerateRequest {
             stop_strings: Vec::new(),
             ignore_eos: false,
             speculate: true,
+            top_logprobs: 0,
         }
     }
 }
@@ -240,6 +245,10 @@ pub enum EngineEvent {
         id: u32,
         text: String,
     },
+    /// Sent before a token's `Token` where the request asked for `top_logprobs`: the
+    /// most likely tokens of the model's distribution, best first, with their
+    /// log-probabilities (before any sampling settings apply).
+    Candidates(Vec<(u32, f32)>),
     Done {
         stop: StopReason,
         text: String,
@@ -689,6 +698,7 @@ impl EngineThread {
         // Speculation must not change the output: only for plain greedy decoding, where
         // the batched verification picks exactly the tokens one-by-one decoding would.
         let speculate = req.speculate
+            && req.top_logprobs == 0
             && req.sampling.is_greedy()
             && (req.sampling.repeat_penalty - 1.0).abs() < f32::EPSILON;
         let mut history = prompt.clone();
@@ -707,6 +717,10 @@ impl EngineThread {
                 Some(t) => (t, true),
                 None => {
                     let mut row = logits.to_vec1::<f32>()?;
+                    if req.top_logprobs > 0 {
+                        let top = sampler::top_logprobs(&row, req.top_logprobs);
+                        let _ = events.send(EngineEvent::Candidates(top));
+                    }
                     (sampler.sample(&mut row, &history), false)
                 }
             };

@@ -144,9 +144,44 @@ impl Sampler {
     }
 }
 
+/// The `k` most likely tokens of a row of logits with their log-probabilities, best
+/// first (ties by lower id).
+pub fn top_logprobs(logits: &[f32], k: usize) -> Vec<(u32, f32)> {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let log_sum = logits.iter().map(|&l| ((l - max) as f64).exp()).sum::<f64>().ln() as f32;
+    let mut ids: Vec<u32> = (0..logits.len() as u32).collect();
+    let k = k.min(ids.len());
+    let better = |a: &u32, b: &u32| {
+        logits[*b as usize]
+            .total_cmp(&logits[*a as usize])
+            .then(a.cmp(b))
+    };
+    if k < ids.len() {
+        ids.select_nth_unstable_by(k, better);
+        ids.truncate(k);
+    }
+    ids.sort_by(better);
+    ids.into_iter()
+        .map(|id| (id, logits[id as usize] - max - log_sum))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn top_logprobs_are_the_best_tokens_normalised() {
+        let logits = [1.0f32, 3.0, 2.0, 3.0];
+        let top = top_logprobs(&logits, 3);
+        let ids: Vec<u32> = top.iter().map(|t| t.0).collect();
+        assert_eq!(ids, [1, 3, 2], "best first, the tie by lower id");
+        let z: f32 = logits.iter().map(|l| l.exp()).sum();
+        for (id, lp) in top {
+            assert!((lp - (logits[id as usize].exp() / z).ln()).abs() < 1e-5);
+        }
+        assert_eq!(top_logprobs(&logits, 10).len(), 4);
+    }
 
     #[test]
     fn greedy_takes_the_first_maximum() {
