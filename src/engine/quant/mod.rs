@@ -138,6 +138,9 @@ pub struct BlockQ8K {
 pub enum Isa {
     Scalar,
     Avx2,
+    /// AVX2 with AVX-VNNI's integer multiply-adds (bit-identical results, fewer
+    /// instructions); `LCODE_KERNELS=avx2` keeps to plain AVX2.
+    AvxVnni,
 }
 
 pub fn isa() -> Isa {
@@ -146,7 +149,9 @@ pub fn isa() -> Isa {
         if std::env::var("LCODE_KERNELS").as_deref() == Ok("scalar") {
             return Isa::Scalar;
         }
-        if avx2::available() {
+        if avx2::vnni_available() && std::env::var("LCODE_KERNELS").as_deref() != Ok("avx2") {
+            Isa::AvxVnni
+        } else if avx2::available() {
             Isa::Avx2
         } else {
             Isa::Scalar
@@ -352,27 +357,28 @@ impl QMatrix {
     /// x: (m, k) row-major -> (m, n): each activation row times each weight row.
     pub fn matmul(&self, x: &[f32], m: usize) -> Vec<f32> {
         assert_eq!(x.len(), m * self.k, "activations do not match the matrix");
-        let simd = isa() == Isa::Avx2;
+        let isa = isa();
         let (w, n, rb) = (&self.bytes[..], self.n, self.row_bytes());
         let bpr32 = self.k / QK;
         let bprk = self.k / QK_K;
         macro_rules! dot {
-            ($scalar:path, $one:path, $four:path $(, $rows:path)?) => {
-                if simd {
-                    #[allow(unused_mut, unused_assignments)]
-                    let mut rows: Option<DotRows<_>> = None;
-                    $(rows = Some($rows);)?
-                    Dot {
-                        one: $one,
-                        four: Some($four),
-                        rows,
-                    }
-                } else {
-                    Dot {
-                        one: $scalar,
+            ($one:ident, $four:ident $(, $rows:ident)?) => {
+                match isa {
+                    Isa::Scalar => Dot {
+                        one: scalar::$one,
                         four: None,
                         rows: None,
-                    }
+                    },
+                    Isa::Avx2 => Dot {
+                        one: avx2::$one,
+                        four: Some(avx2::$four::<4>),
+                        rows: None $(.or(Some(avx2::$rows)))?,
+                    },
+                    Isa::AvxVnni => Dot {
+                        one: avx2::vnni::$one,
+                        four: Some(avx2::vnni::$four::<4>),
+                        rows: None $(.or(Some(avx2::vnni::$rows)))?,
+                    },
                 }
             };
         }
@@ -380,33 +386,23 @@ impl QMatrix {
             WeightType::Q8_0 | WeightType::Q5_0 => {
                 let xq: Vec<BlockQ8_0> = x.chunks_exact(self.k).flat_map(quantize_q8_0).collect();
                 let dot = if self.kind == WeightType::Q8_0 {
-                    dot!(
-                        scalar::dot_q8_0,
-                        avx2::dot_q8_0,
-                        avx2::dot_q8_0_n::<4>,
-                        avx2::dot_q8_0_rows
-                    )
+                    dot!(dot_q8_0, dot_q8_0_n, dot_q8_0_rows)
                 } else {
-                    dot!(
-                        scalar::dot_q5_0,
-                        avx2::dot_q5_0,
-                        avx2::dot_q5_0_n::<4>,
-                        avx2::dot_q5_0_rows
-                    )
+                    dot!(dot_q5_0, dot_q5_0_n, dot_q5_0_rows)
                 };
                 matmul_rows(w, n, rb, &xq, bpr32, dot)
             }
             WeightType::Q4_1 => {
                 let xq: Vec<BlockQ8_1> = x.chunks_exact(self.k).flat_map(quantize_q8_1).collect();
-                let dot = dot!(scalar::dot_q4_1, avx2::dot_q4_1, avx2::dot_q4_1_n::<4>);
+                let dot = dot!(dot_q4_1, dot_q4_1_n);
                 matmul_rows(w, n, rb, &xq, bpr32, dot)
             }
             WeightType::Q4K | WeightType::Q6K => {
                 let xq: Vec<BlockQ8K> = x.chunks_exact(self.k).flat_map(quantize_q8_k).collect();
                 let dot = if self.kind == WeightType::Q4K {
-                    dot!(scalar::dot_q4_k, avx2::dot_q4_k, avx2::dot_q4_k_n::<4>)
+                    dot!(dot_q4_k, dot_q4_k_n)
                 } else {
-                    dot!(scalar::dot_q6_k, avx2::dot_q6_k, avx2::dot_q6_k_n::<4>)
+                    dot!(dot_q6_k, dot_q6_k_n)
                 };
                 matmul_rows(w, n, rb, &xq, bprk, dot)
             }

@@ -281,3 +281,66 @@ fn four_weight_rows_at_once_equal_one_at_a_time() {
         }
     }
 }
+
+/// The AVX-VNNI kernels (one instruction where AVX2 takes a multiply-add pair) give the
+/// scalar kernels' results bit for bit, in each of their three forms.
+#[test]
+fn vnni_equals_scalar_bit_for_bit() {
+    if !avx2::vnni_available() {
+        eprintln!("no AVX-VNNI on this CPU: those kernels are never chosen");
+        return;
+    }
+    use avx2::vnni;
+    let mut rng = StdRng::seed_from_u64(7);
+    let k = 2 * QK_K;
+    for _ in 0..10 {
+        let xs: Vec<Vec<f32>> = (0..4).map(|_| random_activations(k, &mut rng)).collect();
+        let q0: Vec<Vec<BlockQ8_0>> = xs.iter().map(|x| quantize_q8_0(x)).collect();
+        let q1: Vec<Vec<BlockQ8_1>> = xs.iter().map(|x| quantize_q8_1(x)).collect();
+        let qk: Vec<Vec<BlockQ8K>> = xs.iter().map(|x| quantize_q8_k(x)).collect();
+        let r0 = [&q0[0][..], &q0[1], &q0[2], &q0[3]];
+        let r1 = [&q1[0][..], &q1[1], &q1[2], &q1[3]];
+        let rk = [&qk[0][..], &qk[1], &qk[2], &qk[3]];
+        let eq = |got: [f32; 4], want: [f32; 4], what: &str| {
+            for r in 0..4 {
+                assert_eq!(got[r].to_bits(), want[r].to_bits(), "{what} row {r}");
+            }
+        };
+        macro_rules! check {
+            ($kind:expr, $bv:expr, $one:ident, $four:ident, $xs:expr) => {{
+                let ws: Vec<Vec<u8>> = (0..4)
+                    .map(|_| random_blocks($kind, k / $bv, &mut rng))
+                    .collect();
+                let want = std::array::from_fn(|r| scalar::$one(&ws[0], $xs[r]));
+                eq(
+                    vnni::$four(&ws[0], $xs),
+                    want,
+                    concat!(stringify!($four), " four activations"),
+                );
+                eq(
+                    std::array::from_fn(|r| vnni::$one(&ws[0], $xs[r])),
+                    want,
+                    stringify!($one),
+                );
+                ws
+            }};
+        }
+        let ws = check!(WeightType::Q8_0, QK, dot_q8_0, dot_q8_0_n, r0);
+        let want = std::array::from_fn(|r| scalar::dot_q8_0(&ws[r], r0[0]));
+        eq(
+            vnni::dot_q8_0_rows([&ws[0], &ws[1], &ws[2], &ws[3]], r0[0]),
+            want,
+            "q8_0 rows",
+        );
+        let ws = check!(WeightType::Q5_0, QK, dot_q5_0, dot_q5_0_n, r0);
+        let want = std::array::from_fn(|r| scalar::dot_q5_0(&ws[r], r0[0]));
+        eq(
+            vnni::dot_q5_0_rows([&ws[0], &ws[1], &ws[2], &ws[3]], r0[0]),
+            want,
+            "q5_0 rows",
+        );
+        check!(WeightType::Q4_1, QK, dot_q4_1, dot_q4_1_n, r1);
+        check!(WeightType::Q4K, QK_K, dot_q4_k, dot_q4_k_n, rk);
+        check!(WeightType::Q6K, QK_K, dot_q6_k, dot_q6_k_n, rk);
+    }
+}
