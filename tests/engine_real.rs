@@ -355,6 +355,55 @@ fn generate_json_has_the_documented_fields() {
     }
 }
 
+/// `--top-logprobs N`: one list per generated token, best first, whose first entry is
+/// the greedy token itself, with log-probabilities at most 0.
+#[test]
+fn generate_top_logprobs_lists_the_greedy_token_first() {
+    common::model("tiny");
+    let out = common::lcode()
+        .args([
+            "generate",
+            "--model",
+            "tiny",
+            "--raw",
+            "--greedy",
+            "--json",
+            "-n",
+            "6",
+            "--top-logprobs",
+            "3",
+            "--prompt",
+            "def add(a, b):\n",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let tokens = v["tokens"].as_array().unwrap();
+    let top = v["top_logprobs"].as_array().unwrap();
+    assert_eq!(top.len(), tokens.len());
+    for (step, (token, cands)) in tokens.iter().zip(top).enumerate() {
+        let cands = cands.as_array().unwrap();
+        assert_eq!(cands.len(), 3, "step {step}");
+        assert_eq!(
+            &cands[0]["id"], token,
+            "step {step}: the greedy token comes first"
+        );
+        let lps: Vec<f64> = cands
+            .iter()
+            .map(|c| c["logprob"].as_f64().unwrap())
+            .collect();
+        assert!(
+            lps[0] <= 0.0 && lps.windows(2).all(|w| w[0] >= w[1]),
+            "step {step}: {lps:?}"
+        );
+    }
+}
+
 #[test]
 fn stdin_prompts_keep_their_trailing_newline() {
     common::model("tiny");
