@@ -183,14 +183,22 @@ macro_rules! x86_kernels {
             unpack: impl Fn(&[u8]) -> __m256i,
         ) -> [f32; N] {
             let mut acc = [_mm256_setzero_ps(); N];
+            let blocks = w.len() / block_bytes;
+            for xr in x {
+                assert_eq!(xr.len(), blocks, "activation and weight rows differ in length");
+            }
+            let xs: [*const BlockQ8_0; N] = std::array::from_fn(|r| x[r].as_ptr());
             for (i, wb) in w.chunks_exact(block_bytes).enumerate() {
-                let dw = f16_at(wb, 0);
+                // The scale product in all lanes: dw broadcast once, times each row's
+                // broadcast scale (a load, not a shuffle), rounded as the scalar product.
+                let dw = _mm256_set1_ps(f16_at(wb, 0));
                 let qx = unpack(wb);
                 let ax = _mm256_sign_epi8(qx, qx);
                 for r in 0..N {
-                    let xb = &x[r][i];
+                    // SAFETY: i < blocks = x[r].len(), checked above.
+                    let xb = &*xs[r].add(i);
                     let sy = _mm256_sign_epi8(load32(xb.qs.as_ptr()), qx);
-                    let d = _mm256_set1_ps(dw * xb.d);
+                    let d = _mm256_mul_ps(dw, _mm256_broadcast_ss(&xb.d));
                     acc[r] = _mm256_fmadd_ps(d, mul_sum_us8_pairs_float(ax, sy), acc[r]);
                 }
             }
