@@ -35,8 +35,7 @@ pub struct GgufFile {
     pub path: PathBuf,
     pub content: Content,
     pub reader: BufReader<File>,
-    /// The whole file mapped read-only: weight matrices are slices of it, so they take
-    /// no memory of their own and load in no time.
+    /// The whole file, read-only: weight matrices are slices of it (see `map_weights`).
     pub map: std::sync::Arc<memmap2::Mmap>,
     pub file_size: u64,
 }
@@ -64,6 +63,35 @@ impl Hparams {
     pub fn kv_bytes(&self, ctx: usize) -> u64 {
         (self.n_layer * 2 * self.n_head_kv * self.head_dim * 2) as u64 * ctx as u64
     }
+}
+
+/// The file's bytes in memory for the forward pass to stream through.
+///
+/// Decoding reads every weight once per token, so it runs at the speed the memory
+/// streams; with 4 KiB pages that stream crosses a page, a TLB miss and a stop of the
+/// hardware prefetcher every 4 KiB. Where the kernel offers transparent huge pages on
+/// request (`madvise` or `always`), the file is read into anonymous memory advised
+/// huge (2 MiB pages): fast-tier decode 21.1-21.6 -> 22.8-23.1 tok/s side by side, for
+/// one read of the file at load (page-cached: a fraction of a second) and the
+/// tensors candle loads on its own counted twice in RSS. Elsewhere, or with
+/// `LCODE_MMAP=1`, the file is memory-mapped as is.
+fn map_weights(file: &File, len: u64) -> std::io::Result<memmap2::Mmap> {
+    #[cfg(target_os = "linux")]
+    {
+        let huge_pages = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled")
+            .is_ok_and(|s| !s.contains("[never]"));
+        if huge_pages && std::env::var_os("LCODE_MMAP").is_none() {
+            let mut anon = memmap2::MmapOptions::new().len(len as usize).map_anon()?;
+            // Advice only: without it the bytes are the same in small pages.
+            let _ = anon.advise(memmap2::Advice::HugePage);
+            std::os::unix::fs::FileExt::read_exact_at(file, &mut anon, 0)?;
+            return anon.make_read_only();
+        }
+    }
+    let _ = len;
+    // SAFETY: the mapping is read-only; lcode never writes model files in place (a fetch
+    // assembles a new file and renames it over), so the bytes do not change under it.
+    unsafe { memmap2::Mmap::map(file) }
 }
 
 fn bad_file(path: &Path, what: impl std::fmt::Display) -> EngineError {
@@ -110,7 +138,7 @@ impl GgufFile {
         // SAFETY: the mapping is read-only; lcode never writes model files in place (a
         // fetch assembles a new file and renames it over), so the bytes do not change
         // under it.
-        let map = unsafe { memmap2::Mmap::map(reader.get_ref()) }
+        let map = map_weights(reader.get_ref(), file_size)
             .map_err(|e| bad_file(path, format!("cannot map the file ({e})")))?;
         Ok(Self {
             path: path.to_path_buf(),

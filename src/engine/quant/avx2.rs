@@ -7,6 +7,12 @@ use std::arch::x86_64::*;
 
 use super::{BlockQ8K, BlockQ8_0, BlockQ8_1, WeightType};
 
+/// How far ahead of the block in hand the kernels ask for weight bytes. Decoding streams
+/// every weight once per token, and the hardware prefetcher alone left the loads
+/// waiting: quality-tier decode (2 threads) 12.0 tok/s without, 14.0 at 512 bytes
+/// ahead, 15.0 at 1024, 15.4-15.9 at 2048, 15.4 at 3072, 14.7 at 4096, 13.1 at 6144.
+const PREFETCH_AHEAD: usize = 2048;
+
 /// Whether the CPU also has AVX-VNNI, for the `vnni` kernels.
 pub fn vnni_available() -> bool {
     #[cfg(target_arch = "x86_64")]
@@ -119,6 +125,19 @@ macro_rules! x86_kernels {
             f16_ptr(b.as_ptr().add(at))
         }
 
+        /// Asks for the cache lines of the weight block `PREFETCH_AHEAD` bytes past `p`, one
+        /// per 64 bytes of the `len`-byte block at `p`. `p` past the end is harmless: a
+        /// prefetch never faults.
+        #[target_feature(enable = $features)]
+        #[inline]
+        unsafe fn prefetch_ahead(p: *const u8, len: usize) {
+            let mut off = 0;
+            while off < len {
+                _mm_prefetch(p.wrapping_add(PREFETCH_AHEAD + off) as *const i8, _MM_HINT_T0);
+                off += 64;
+            }
+        }
+
         /// llama.cpp's `hsum_float_8`.
         #[target_feature(enable = $features)]
         unsafe fn hsum_float_8(x: __m256) -> f32 {
@@ -192,6 +211,7 @@ macro_rules! x86_kernels {
             }
             let xs: [*const BlockQ8_0; N] = std::array::from_fn(|r| x[r].as_ptr());
             for (i, wb) in w.chunks_exact(block_bytes).enumerate() {
+                prefetch_ahead(wb.as_ptr(), block_bytes);
                 // The scale product in all lanes: dw broadcast once, times each row's
                 // broadcast scale (a load, not a shuffle), rounded as the scalar product.
                 let dw = _mm256_set1_ps(f16_at(wb, 0));
@@ -229,6 +249,7 @@ macro_rules! x86_kernels {
                 let y = load32(xb.qs.as_ptr());
                 for r in 0..R {
                     let wb = base[r].add(i * block_bytes);
+                    prefetch_ahead(wb, block_bytes);
                     let dw = f16_ptr(wb);
                     let qx = unpack(wb);
                     let ax = _mm256_sign_epi8(qx, qx);
@@ -326,6 +347,7 @@ macro_rules! x86_kernels {
             let mut acc = [_mm256_setzero_ps(); N];
             let mut summs = [0f32; N];
             for (i, wb) in w.chunks_exact(bb).enumerate() {
+                prefetch_ahead(wb.as_ptr(), bb);
                 let (dw, mw) = (f16_at(wb, 0), f16_at(wb, 2));
                 let qx = bytes_from_nibbles_32(wb.as_ptr().add(4));
                 for r in 0..N {
@@ -401,6 +423,7 @@ macro_rules! x86_kernels {
             let mut acc = [0f32; N];
             let mut acc_m = [0f32; N];
             for (i, wb) in w.chunks_exact(bb).enumerate() {
+                prefetch_ahead(wb.as_ptr(), bb);
                 let (dw, dminw) = (f16_at(wb, 0), f16_at(wb, 2));
                 // 12 packed bytes -> 8 scales (bytes 0..8) and 8 minimums (bytes 8..16).
                 let p = wb.as_ptr().add(4);
@@ -498,6 +521,7 @@ macro_rules! x86_kernels {
             let m2 = _mm256_set1_epi8(3);
             let mut acc = [_mm256_setzero_ps(); N];
             for (i, wb) in w.chunks_exact(bb).enumerate() {
+                prefetch_ahead(wb.as_ptr(), bb);
                 let dw = f16_at(wb, 208);
                 let scales = _mm_loadu_si128(wb.as_ptr().add(192) as *const __m128i);
                 let scales_16 = _mm256_cvtepi8_epi16(scales);
