@@ -331,11 +331,7 @@ fn generate_json_has_the_documented_fields() {
         ])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_success(&out);
     let stdout = String::from_utf8(out.stdout).unwrap();
     assert_eq!(stdout.lines().count(), 1);
     let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
@@ -377,11 +373,7 @@ fn generate_top_logprobs_lists_the_greedy_token_first() {
         ])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_success(&out);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let tokens = v["tokens"].as_array().unwrap();
     let top = v["top_logprobs"].as_array().unwrap();

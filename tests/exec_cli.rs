@@ -138,11 +138,7 @@ fn undo_restores_the_last_applied_change_across_processes() {
     assert!(out.status.success());
     assert_ne!(repo.read("app.py"), APP);
     let out = repo.cmd(&[]).args(["exec", "--undo"]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_success(&out);
     assert_eq!(repo.read("app.py"), APP);
     // Nothing left to undo: one line, non-zero.
     let out = repo.cmd(&[]).args(["exec", "--undo"]).output().unwrap();

@@ -33,6 +33,16 @@ pub fn model(tier: &str) -> PathBuf {
     t.path()
 }
 
+/// Fails the test with lcode's stderr unless it exited 0.
+pub fn assert_success(out: &Output) {
+    assert!(
+        out.status.success(),
+        "lcode exited with {}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 pub fn run_with_stdin(mut cmd: Command, stdin: &[u8]) -> Output {
     use std::io::Write;
     let mut child = cmd

@@ -202,7 +202,7 @@ macro_rules! x86_kernels {
             w: &[u8],
             x: [&[BlockQ8_0]; N],
             block_bytes: usize,
-            unpack: impl Fn(&[u8]) -> __m256i,
+            unpack: impl Fn(*const u8) -> __m256i,
         ) -> [f32; N] {
             let mut acc = [_mm256_setzero_ps(); N];
             let blocks = w.len() / block_bytes;
@@ -215,7 +215,7 @@ macro_rules! x86_kernels {
                 // The scale product in all lanes: dw broadcast once, times each row's
                 // broadcast scale (a load, not a shuffle), rounded as the scalar product.
                 let dw = _mm256_set1_ps(f16_at(wb, 0));
-                let qx = unpack(wb);
+                let qx = unpack(wb.as_ptr());
                 let ax = _mm256_sign_epi8(qx, qx);
                 for r in 0..N {
                     // SAFETY: i < blocks = x[r].len(), checked above.
@@ -318,27 +318,12 @@ macro_rules! x86_kernels {
 
         #[target_feature(enable = $features)]
         unsafe fn q8_0<const N: usize>(w: &[u8], x: [&[BlockQ8_0]; N]) -> [f32; N] {
-            signed_32(w, x, WeightType::Q8_0.block_bytes(), |wb| {
-                // SAFETY: a Q8_0 block holds 32 bytes of values after its f16 scale.
-                unsafe { _mm256_loadu_si256(wb.as_ptr().add(2) as *const __m256i) }
-            })
+            signed_32(w, x, WeightType::Q8_0.block_bytes(), |p| unpack_q8_0(p))
         }
 
         #[target_feature(enable = $features)]
         unsafe fn q5_0<const N: usize>(w: &[u8], x: [&[BlockQ8_0]; N]) -> [f32; N] {
-            signed_32(w, x, WeightType::Q5_0.block_bytes(), |wb| {
-                // value - 16 as a signed byte: the nibble where the fifth bit is set, the
-                // nibble with 0xF0 above it where it is not.
-                // SAFETY: a Q5_0 block holds 4 bytes of high bits and 16 of nibbles after
-                // its f16 scale.
-                unsafe {
-                    let hi = _mm256_andnot_si256(
-                        bytes_from_bits_32(wb.as_ptr().add(2)),
-                        _mm256_set1_epi8(0xF0u8 as i8),
-                    );
-                    _mm256_or_si256(bytes_from_nibbles_32(wb.as_ptr().add(6)), hi)
-                }
-            })
+            signed_32(w, x, WeightType::Q5_0.block_bytes(), |p| unpack_q5_0(p))
         }
 
         #[target_feature(enable = $features)]

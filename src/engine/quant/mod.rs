@@ -372,20 +372,15 @@ impl QMatrix {
                         four: None,
                         rows: None,
                     },
-                    Isa::Avx2 => Dot {
-                        one: avx2::$one,
-                        four: Some(avx2::$four::<4>),
-                        rows: None $(.or(Some(avx2::$rows)))?,
-                    },
-                    Isa::AvxVnni if !vnni_helps => Dot {
-                        one: avx2::$one,
-                        four: Some(avx2::$four::<4>),
-                        rows: None $(.or(Some(avx2::$rows)))?,
-                    },
-                    Isa::AvxVnni => Dot {
+                    Isa::AvxVnni if vnni_helps => Dot {
                         one: avx2::vnni::$one,
                         four: Some(avx2::vnni::$four::<4>),
                         rows: None $(.or(Some(avx2::vnni::$rows)))?,
+                    },
+                    Isa::Avx2 | Isa::AvxVnni => Dot {
+                        one: avx2::$one,
+                        four: Some(avx2::$four::<4>),
+                        rows: None $(.or(Some(avx2::$rows)))?,
                     },
                 }
             };
