@@ -14,6 +14,8 @@
 //! lanes, so it gives bit-identical results; it runs where AVX2 is missing and is the
 //! oracle of the SIMD code's tests.
 
+#[cfg(target_arch = "x86_64")]
+mod amx;
 mod avx2;
 pub mod scalar;
 
@@ -402,6 +404,14 @@ impl QMatrix {
             }
             WeightType::Q4K | WeightType::Q6K => {
                 let xq: Vec<BlockQ8K> = x.chunks_exact(self.k).flat_map(quantize_q8_k).collect();
+                #[cfg(target_arch = "x86_64")]
+                if self.kind == WeightType::Q4K
+                    && m >= amx::MIN_ROWS
+                    && isa != Isa::Scalar
+                    && amx::available()
+                {
+                    return amx::matmul_q4_k(w, n, self.k, &xq, m);
+                }
                 let dot = if self.kind == WeightType::Q4K {
                     dot!(dot_q4_k, dot_q4_k_n)
                 } else {

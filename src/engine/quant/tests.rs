@@ -344,3 +344,50 @@ fn vnni_equals_scalar_bit_for_bit() {
         check!(WeightType::Q6K, QK_K, dot_q6_k, dot_q6_k_n, rk);
     }
 }
+
+/// The AMX Q4_K product (tiles for the integers, AVX-512 for the floats) gives the
+/// scalar kernel's results bit for bit, ragged tiles on both sides included; on a CPU
+/// without AMX, `matmul` must not choose it.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn amx_q4_k_equals_scalar_bit_for_bit() {
+    if !amx::available() {
+        eprintln!("no AMX here (or LCODE_AMX=0): checking that matmul keeps to AVX2/scalar");
+        let mut rng = StdRng::seed_from_u64(11);
+        let w = matrix(WeightType::Q4K, 4, QK_K, &mut rng);
+        let x = random_activations(40 * QK_K, &mut rng);
+        let got = w.matmul(&x, 40);
+        let want = scalar::dot_q4_k(&w.bytes[..w.row_bytes()], &quantize_q8_k(&x[..QK_K]));
+        assert_eq!(got[0].to_bits(), want.to_bits());
+        return;
+    }
+    let mut rng = StdRng::seed_from_u64(11);
+    for (m, n, k) in [
+        (16, 16, QK_K),
+        (17, 20, 2 * QK_K),
+        (40, 33, 6 * QK_K),
+        (64, 16, 35 * QK_K),
+    ] {
+        let w = matrix(WeightType::Q4K, n, k, &mut rng);
+        let x = random_activations(m * k, &mut rng);
+        let xq: Vec<BlockQ8K> = x.chunks_exact(k).flat_map(quantize_q8_k).collect();
+        let got = amx::matmul_q4_k(&w.bytes, n, k, &xq, m);
+        let rb = w.row_bytes();
+        for a in 0..m {
+            for r in 0..n {
+                let want = scalar::dot_q4_k(
+                    &w.bytes[r * rb..(r + 1) * rb],
+                    &xq[a * k / QK_K..(a + 1) * k / QK_K],
+                );
+                let v = got[a * n + r];
+                assert_eq!(
+                    v.to_bits(),
+                    want.to_bits(),
+                    "m {m} n {n} k {k}: [{a}, {r}] {v} vs {want}"
+                );
+            }
+        }
+        // And through `matmul`, which picks AMX for this many rows.
+        assert_eq!(w.matmul(&x, m), got);
+    }
+}

@@ -1,0 +1,380 @@
+//! Q4_K products on Intel AMX tiles, for many activation rows at once (a prompt's
+//! forward pass).
+//!
+//! Why: prefill multiplies each weight row by hundreds of activation rows. AVX2 makes
+//! 32 byte products per instruction; one AMX tile product makes 16,384. The Q4_K order
+//! lcode keeps (llama.cpp's: an exact integer sum per super-block, then one fused
+//! multiply-add per super-block, the minimums' term apart) leaves the integer part free,
+//! so tiles compute the integers and AVX-512 does the float steps in the scalar
+//! kernel's order: the results equal `scalar::dot_q4_k` bit for bit, and a prompt
+//! prefilled here continues exactly as one decoded token by token.
+//!
+//! The integer sum of a super-block is `Σ_j sc_j Σ_t q4_t y_t` over its 8 sub-blocks.
+//! A 6-bit scale times a nibble (up to 945) does not fit a byte, so `sc = 8 hi + lo`
+//! (both 0..7) splits the weights into two byte matrices, `hi·q4` and `lo·q4` (at most
+//! 105), unpacked once per group of 16 weight rows and used for every activation row:
+//! `isum = 8 (hi·q4)·y + (lo·q4)·y`. The minimums' term `Σ_j m_j Σ_{t∈j} y_t` is a
+//! short product over the activations' sub-block sums, done with AVX-512 VNNI.
+//!
+//! Layout: weights are tile A (16 rows × 64 bytes, unsigned, as they lie in the row),
+//! activations tile B (signed, in the VNNI layout: row `r` holds bytes `4r..4r+4` of
+//! each of 16 activation rows side by side), `tdpbusd` adding A·B into C: 16 weight
+//! rows × 16 activation rows of 32-bit sums.
+
+use std::arch::asm;
+use std::arch::x86_64::*;
+use std::cell::RefCell;
+use std::sync::OnceLock;
+
+use rayon::prelude::*;
+
+use super::{scalar, BlockQ8K, WeightType, QK_K};
+
+/// Rows of a tile: weight rows per group, activation rows per tile column.
+const TILE: usize = 16;
+/// Bytes of the shared dimension in one tile product.
+const KC: usize = 64;
+/// Bytes of one 16 × 64 tile.
+const TILE_BYTES: usize = TILE * KC;
+
+/// Fewer activation rows than this go to the AVX2 kernels: the 16-row weight unpack
+/// would not pay for itself.
+pub const MIN_ROWS: usize = 16;
+
+/// Whether this CPU has AMX-INT8 and AVX-512 VNNI and the kernel lets this process use
+/// the tiles (Linux asks each process to request the tile state once). `LCODE_AMX=0`
+/// turns it off for comparisons.
+pub fn available() -> bool {
+    static AVAILABLE: OnceLock<bool> = OnceLock::new();
+    *AVAILABLE.get_or_init(|| {
+        if std::env::var("LCODE_AMX").as_deref() == Ok("0") {
+            return false;
+        }
+        let avx512 = is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512vnni")
+            && super::avx2::available();
+        // CPUID leaf 7: EDX bit 24 is AMX-TILE, bit 25 AMX-INT8.
+        let amx = avx512 && {
+            let edx = __cpuid_count(7, 0).edx;
+            edx & (1 << 24) != 0 && edx & (1 << 25) != 0
+        };
+        amx && request_tile_state()
+    })
+}
+
+/// Asks Linux for the AMX tile data state (`ARCH_REQ_XCOMP_PERM`, `XFEATURE_XTILEDATA`);
+/// without it the first tile instruction kills the process.
+fn request_tile_state() -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
+        const XFEATURE_XTILEDATA: libc::c_long = 18;
+        // SAFETY: a plain system call with integer arguments.
+        unsafe {
+            libc::syscall(
+                libc::SYS_arch_prctl,
+                ARCH_REQ_XCOMP_PERM,
+                XFEATURE_XTILEDATA,
+            ) == 0
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        false
+    }
+}
+
+/// The 64-byte operand of `ldtilecfg`: palette 1, every tile 16 rows of 64 bytes.
+#[repr(C, align(64))]
+struct TileConfig {
+    palette: u8,
+    start_row: u8,
+    reserved: [u8; 14],
+    colsb: [u16; 16],
+    rows: [u8; 16],
+}
+
+const CONFIG: TileConfig = TileConfig {
+    palette: 1,
+    start_row: 0,
+    reserved: [0; 14],
+    colsb: [
+        KC as u16, KC as u16, KC as u16, KC as u16, KC as u16, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    ],
+    rows: [
+        TILE as u8, TILE as u8, TILE as u8, TILE as u8, TILE as u8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    ],
+};
+
+/// Activation rows quantized to Q8_K, laid out for the tiles: per column tile of 16
+/// rows and per super-block, four B tiles (64 bytes of the 256 each), the 16 rows'
+/// scales, and their sub-block sums in pairs for the minimums.
+struct Activations {
+    tiles: usize,
+    nsb: usize,
+    /// [tile][super-block][chunk of 64][16 rows of 64 bytes]
+    b: Vec<u8>,
+    /// [tile][super-block][16 rows]
+    d: Vec<f32>,
+    /// [tile][super-block][pair p of sub-blocks][16 rows]: the sums of sub-blocks 2p
+    /// (low 16 bits) and 2p + 1 (high 16 bits).
+    sums: Vec<i32>,
+}
+
+impl Activations {
+    fn new(x: &[BlockQ8K], m: usize, nsb: usize) -> Self {
+        let tiles = m.div_ceil(TILE);
+        let mut b = vec![0u8; tiles * nsb * 4 * TILE_BYTES];
+        let mut d = vec![0f32; tiles * nsb * TILE];
+        let mut sums = vec![0i32; tiles * nsb * 4 * TILE];
+        for (row, blocks) in x.chunks_exact(nsb).enumerate() {
+            let (t, a) = (row / TILE, row % TILE);
+            for (sb, xb) in blocks.iter().enumerate() {
+                let at = t * nsb + sb;
+                d[at * TILE + a] = xb.d;
+                for p in 0..4 {
+                    let sum = |j: usize| {
+                        (i32::from(xb.bsums[2 * j]) + i32::from(xb.bsums[2 * j + 1])) as i16
+                    };
+                    let pair = (sum(2 * p) as u16 as u32) | ((sum(2 * p + 1) as u16 as u32) << 16);
+                    sums[(at * 4 + p) * TILE + a] = pair as i32;
+                }
+                for c in 0..4 {
+                    let tile = &mut b[(at * 4 + c) * TILE_BYTES..][..TILE_BYTES];
+                    for r in 0..KC / 4 {
+                        let src = &xb.qs[c * KC + 4 * r..][..4];
+                        for (o, &v) in tile[r * KC + 4 * a..][..4].iter_mut().zip(src) {
+                            *o = v as u8;
+                        }
+                    }
+                }
+            }
+        }
+        Self {
+            tiles,
+            nsb,
+            b,
+            d,
+            sums,
+        }
+    }
+}
+
+/// One group of 16 weight rows unpacked for the tiles: the `hi·q4` and `lo·q4` byte
+/// planes (16 rows of k bytes each), and per super-block the rows' scales and
+/// minimums' pairs.
+struct WeightGroup {
+    /// [plane hi, lo][16 rows][k]
+    planes: Vec<u8>,
+    /// [super-block][16 rows]
+    d: Vec<f32>,
+    dmin: Vec<f32>,
+    /// [super-block][16 rows][pair p]: minimums 2p (low 16 bits) and 2p + 1 (high).
+    mins: Vec<i32>,
+}
+
+thread_local! {
+    static GROUP: RefCell<WeightGroup> = const {
+        RefCell::new(WeightGroup { planes: Vec::new(), d: Vec::new(), dmin: Vec::new(), mins: Vec::new() })
+    };
+}
+
+/// `q·s` for the nibbles q = 0..16, for each s in 0..8, twice (both 128-bit lanes of a
+/// `vpshufb`).
+static PRODUCTS: [[u8; 32]; 8] = {
+    let mut t = [[0u8; 32]; 8];
+    let mut s = 0;
+    while s < 8 {
+        let mut q = 0;
+        while q < 32 {
+            t[s][q] = ((q % 16) * s) as u8;
+            q += 1;
+        }
+        s += 1;
+    }
+    t
+};
+
+impl WeightGroup {
+    /// Unpacks `rows` (up to 16) weight rows of `k` values; the rest of the group's 16
+    /// rows are zero.
+    #[target_feature(enable = "avx2")]
+    unsafe fn fill(&mut self, w: &[u8], rows: usize, k: usize) {
+        let nsb = k / QK_K;
+        let bb = WeightType::Q4K.block_bytes();
+        self.planes.clear();
+        self.planes.resize(2 * TILE * k, 0);
+        self.d.clear();
+        self.d.resize(nsb * TILE, 0.0);
+        self.dmin.clear();
+        self.dmin.resize(nsb * TILE, 0.0);
+        self.mins.clear();
+        self.mins.resize(nsb * TILE * 4, 0);
+        let (hi_plane, lo_plane) = self.planes.split_at_mut(TILE * k);
+        let m4 = _mm256_set1_epi8(0x0F);
+        for r in 0..rows {
+            let row = &w[r * nsb * bb..(r + 1) * nsb * bb];
+            for (sb, wb) in row.chunks_exact(bb).enumerate() {
+                self.d[sb * TILE + r] = super::f16_at(wb, 0);
+                self.dmin[sb * TILE + r] = super::f16_at(wb, 2);
+                let packed = &wb[4..16];
+                let (mut sc, mut mn) = ([0u8; 8], [0u8; 8]);
+                for j in 0..8 {
+                    (sc[j], mn[j]) = scalar::scale_min_k4(j, packed);
+                }
+                for p in 0..4 {
+                    let pair = u32::from(mn[2 * p]) | (u32::from(mn[2 * p + 1]) << 16);
+                    self.mins[(sb * TILE + r) * 4 + p] = pair as i32;
+                }
+                let at = r * k + sb * QK_K;
+                for j in 0..4 {
+                    let q = _mm256_loadu_si256(wb.as_ptr().add(16 + 32 * j) as *const __m256i);
+                    let nibbles = [
+                        _mm256_and_si256(q, m4),
+                        _mm256_and_si256(_mm256_srli_epi16(q, 4), m4),
+                    ];
+                    for (half, &v) in nibbles.iter().enumerate() {
+                        let s = sc[2 * j + half];
+                        let table = |s: u8| {
+                            _mm256_loadu_si256(PRODUCTS[s as usize].as_ptr() as *const __m256i)
+                        };
+                        let off = at + 64 * j + 32 * half;
+                        let hi = _mm256_shuffle_epi8(table(s >> 3), v);
+                        let lo = _mm256_shuffle_epi8(table(s & 7), v);
+                        _mm256_storeu_si256(hi_plane.as_mut_ptr().add(off) as *mut __m256i, hi);
+                        _mm256_storeu_si256(lo_plane.as_mut_ptr().add(off) as *mut __m256i, lo);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// x: `m` activation rows of `k` values as Q8_K blocks; w: `n` Q4_K rows of `k`.
+/// Returns (m, n), each element bit-identical to `scalar::dot_q4_k`.
+/// Only called when `available()` said yes.
+pub fn matmul_q4_k(w: &[u8], n: usize, k: usize, x: &[BlockQ8K], m: usize) -> Vec<f32> {
+    assert!(available(), "AMX kernels called on a CPU without them");
+    assert_eq!(x.len(), m * (k / QK_K));
+    let row_bytes = k / QK_K * WeightType::Q4K.block_bytes();
+    assert_eq!(w.len(), n * row_bytes);
+    let act = Activations::new(x, m, k / QK_K);
+    let mut out = vec![0f32; m * n];
+    let out_ptr = super::SharedOut(out.as_mut_ptr());
+    (0..n.div_ceil(TILE)).into_par_iter().for_each(|g| {
+        let out_ptr = &out_ptr;
+        let rows = TILE.min(n - g * TILE);
+        let w = &w[g * TILE * row_bytes..(g * TILE + rows) * row_bytes];
+        GROUP.with_borrow_mut(|group| {
+            // SAFETY: `available()` checked AVX2, AVX-512 (F, BW, VNNI) and AMX-INT8, and
+            // that this process may use the tiles.
+            unsafe {
+                group.fill(w, rows, k);
+                group_times_activations(group, &act, k, |a, r, v| {
+                    if a < m && r < rows {
+                        // SAFETY: this task alone writes columns g*16.. g*16+rows of `out`.
+                        *out_ptr.0.add(a * n + g * TILE + r) = v;
+                    }
+                });
+            }
+        });
+    });
+    out
+}
+
+/// 16 weight rows times every activation tile: `put(activation row, weight row of the
+/// group, value)`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma")]
+unsafe fn group_times_activations(
+    group: &WeightGroup,
+    act: &Activations,
+    k: usize,
+    mut put: impl FnMut(usize, usize, f32),
+) {
+    let nsb = act.nsb;
+    asm!("ldtilecfg [{}]", in(reg) &CONFIG, options(nostack, readonly));
+    // The C tiles of the step in hand and of the one before, so that the float work of
+    // one step overlaps the tile products of the next.
+    let mut c = [[0i32; 2 * TILE * TILE]; 2];
+    let hi_plane = group.planes.as_ptr();
+    let lo_plane = group.planes.as_ptr().add(TILE * k);
+    for t in 0..act.tiles {
+        let mut acc = [_mm512_setzero_ps(); TILE];
+        let mut acc_m = [_mm512_setzero_ps(); TILE];
+        for sb in 0..=nsb {
+            if sb < nsb {
+                let at = t * nsb + sb;
+                let b = act.b.as_ptr().add(at * 4 * TILE_BYTES);
+                let (hi, lo) = (hi_plane.add(sb * QK_K), lo_plane.add(sb * QK_K));
+                let dst = c[sb % 2].as_mut_ptr();
+                // tmm0, tmm1: the hi and lo sums; tmm2: activations; tmm3, tmm4: weights.
+                asm!(
+                    "tilezero tmm0",
+                    "tilezero tmm1",
+                    "tileloadd tmm2, [{b} + {s64}*1]",
+                    "tileloadd tmm3, [{hi} + {sk}*1]",
+                    "tileloadd tmm4, [{lo} + {sk}*1]",
+                    "tdpbusd tmm0, tmm3, tmm2",
+                    "tdpbusd tmm1, tmm4, tmm2",
+                    "tileloadd tmm2, [{b} + {s64}*1 + 1024]",
+                    "tileloadd tmm3, [{hi} + {sk}*1 + 64]",
+                    "tileloadd tmm4, [{lo} + {sk}*1 + 64]",
+                    "tdpbusd tmm0, tmm3, tmm2",
+                    "tdpbusd tmm1, tmm4, tmm2",
+                    "tileloadd tmm2, [{b} + {s64}*1 + 2048]",
+                    "tileloadd tmm3, [{hi} + {sk}*1 + 128]",
+                    "tileloadd tmm4, [{lo} + {sk}*1 + 128]",
+                    "tdpbusd tmm0, tmm3, tmm2",
+                    "tdpbusd tmm1, tmm4, tmm2",
+                    "tileloadd tmm2, [{b} + {s64}*1 + 3072]",
+                    "tileloadd tmm3, [{hi} + {sk}*1 + 192]",
+                    "tileloadd tmm4, [{lo} + {sk}*1 + 192]",
+                    "tdpbusd tmm0, tmm3, tmm2",
+                    "tdpbusd tmm1, tmm4, tmm2",
+                    "tilestored [{dst} + {s64}*1], tmm0",
+                    "tilestored [{dst} + {s64}*1 + 1024], tmm1",
+                    b = in(reg) b,
+                    hi = in(reg) hi,
+                    lo = in(reg) lo,
+                    dst = in(reg) dst,
+                    s64 = in(reg) KC,
+                    sk = in(reg) k,
+                    options(nostack),
+                );
+            }
+            if sb > 0 {
+                let sb = sb - 1;
+                let at = t * nsb + sb;
+                let cs = c[sb % 2].as_ptr();
+                let dx = _mm512_loadu_ps(act.d.as_ptr().add(at * TILE));
+                let sums = act.sums.as_ptr().add(at * 4 * TILE);
+                let sum_pairs: [__m512i; 4] =
+                    std::array::from_fn(|p| _mm512_loadu_si512(sums.add(p * TILE) as *const _));
+                for r in 0..TILE {
+                    let hi = _mm512_loadu_si512(cs.add(r * TILE) as *const _);
+                    let lo = _mm512_loadu_si512(cs.add((TILE + r) * TILE) as *const _);
+                    let isum = _mm512_add_epi32(_mm512_slli_epi32(hi, 3), lo);
+                    let mins = group.mins.as_ptr().add((sb * TILE + r) * 4);
+                    let mut imin = _mm512_setzero_si512();
+                    for (p, &pairs) in sum_pairs.iter().enumerate() {
+                        imin = _mm512_dpwssd_epi32(imin, pairs, _mm512_set1_epi32(*mins.add(p)));
+                    }
+                    // As the scalar kernel: acc += isum * (d_w * d_x), one rounding each.
+                    let d = _mm512_mul_ps(_mm512_set1_ps(group.d[sb * TILE + r]), dx);
+                    acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), d, acc[r]);
+                    let dm = _mm512_mul_ps(_mm512_set1_ps(group.dmin[sb * TILE + r]), dx);
+                    acc_m[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(imin), dm, acc_m[r]);
+                }
+            }
+        }
+        for r in 0..TILE {
+            let mut v = [0f32; TILE];
+            _mm512_storeu_ps(v.as_mut_ptr(), _mm512_sub_ps(acc[r], acc_m[r]));
+            for (a, &v) in v.iter().enumerate() {
+                put(t * TILE + a, r, v);
+            }
+        }
+    }
+    asm!("tilerelease", options(nostack, nomem));
+}
