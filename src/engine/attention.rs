@@ -384,12 +384,7 @@ pub fn attention_tiled(q: &[f32], k: &[f16], v: &[f16], s: AttnShape) -> Vec<f32
                         tile_sum += reduce16(block) as f64;
                     }
                     sum[i] = (sum[i] as f64 + tile_sum) as f32;
-                    for (tk, &p) in kq.iter().enumerate() {
-                        let vrow = &vt[tk * hd..(tk + 1) * hd];
-                        for (a, &vv) in acc_row.iter_mut().zip(vrow) {
-                            *a = vv.mul_add(p, *a);
-                        }
-                    }
+                    accumulate_pv(acc_row, &kq, &vt);
                 }
             }
             for i in 0..seq {
@@ -400,6 +395,34 @@ pub fn attention_tiled(q: &[f32], k: &[f16], v: &[f16], s: AttnShape) -> Vec<f32
         })
         .collect();
     rows_from_heads(&per_head.concat(), n_head, seq, hd)
+}
+
+/// `acc += Σ_tk p[tk] · v[tk]` over one tile's values `vt` (KV_TILE, hd), each element a
+/// chain of fused multiply-adds in key order. Columns go 32 at a time through all the
+/// keys, so the 32 sums stay in registers instead of a load and a store per key.
+#[inline(always)]
+fn accumulate_pv(acc: &mut [f32], p: &[f32; KV_TILE], vt: &[f32]) {
+    const COLS: usize = 32;
+    let hd = acc.len();
+    let whole = hd - hd % COLS;
+    for c0 in (0..whole).step_by(COLS) {
+        let mut a: [f32; COLS] = acc[c0..c0 + COLS].try_into().expect("32 columns");
+        for (tk, &pk) in p.iter().enumerate() {
+            let v = &vt[tk * hd + c0..tk * hd + c0 + COLS];
+            for j in 0..COLS {
+                a[j] = v[j].mul_add(pk, a[j]);
+            }
+        }
+        acc[c0..c0 + COLS].copy_from_slice(&a);
+    }
+    for (tk, &pk) in p.iter().enumerate() {
+        for (a, &v) in acc[whole..]
+            .iter_mut()
+            .zip(&vt[tk * hd + whole..(tk + 1) * hd])
+        {
+            *a = v.mul_add(pk, *a);
+        }
+    }
 }
 
 /// GCC's `_mm512_reduce_add_ps` order over 16 lanes.

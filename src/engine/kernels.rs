@@ -2,6 +2,8 @@
 //! roundings decides greedy near-ties against the llama.cpp reference. (The quantized
 //! matrix products are in `quant/`.)
 
+use rayon::prelude::*;
+
 /// Defines `fn $name` that calls `$imp` compiled for AVX2 + FMA + F16C where the CPU has
 /// them (chosen once, with the quantized kernels), else as built. Without it, every
 /// `mul_add` in a portable build is a call into libm; the results are the same either
@@ -32,12 +34,24 @@ pub(crate) use fma_dispatch;
 /// fused norm differs in the last bit for about half of the values, which is enough to
 /// move 8-bit activation roundings downstream. x: (rows, n) row-major, weight: (n).
 pub fn rms_norm(x: &[f32], n: usize, weight: &[f32], eps: f32) -> Vec<f32> {
-    let mut out = Vec::with_capacity(x.len());
-    for row in x.chunks_exact(n) {
+    let mut out = vec![0f32; x.len()];
+    let norm_row = |(row, out): (&[f32], &mut [f32])| {
         let sum: f64 = row.iter().map(|&v| (v * v) as f64).sum();
         let mean = (sum / n as f64) as f32;
         let scale = 1.0 / (mean + eps).sqrt();
-        out.extend(row.iter().zip(weight).map(|(&v, &w)| (v * scale) * w));
+        for ((o, &v), &w) in out.iter_mut().zip(row).zip(weight) {
+            *o = (v * scale) * w;
+        }
+    };
+    // A prompt's rows in parallel; a decode step's one row on this thread.
+    if x.len() >= 8 * n {
+        x.par_chunks_exact(n)
+            .zip(out.par_chunks_exact_mut(n))
+            .for_each(norm_row);
+    } else {
+        x.chunks_exact(n)
+            .zip(out.chunks_exact_mut(n))
+            .for_each(norm_row);
     }
     out
 }
@@ -82,10 +96,13 @@ fma_dispatch! {
 
 #[inline(always)]
 fn swiglu_impl(gate: &[f32], up: &[f32]) -> Vec<f32> {
-    gate.iter()
-        .zip(up)
-        .map(|(&g, &u)| (g / (1.0 + ggml_expf(0.0 - g))) * u)
-        .collect()
+    let f = |(&g, &u): (&f32, &f32)| (g / (1.0 + ggml_expf(0.0 - g))) * u;
+    // A prompt's activations in parallel (independent elements, the same arithmetic).
+    if gate.len() >= 1 << 16 {
+        gate.par_iter().zip(up).map(f).collect()
+    } else {
+        gate.iter().zip(up).map(f).collect()
+    }
 }
 
 /// RoPE tables as ggml builds them: per position, theta starts at the position and is

@@ -239,6 +239,16 @@ pub fn quantize_q8_k(x: &[f32]) -> Vec<BlockQ8K> {
         .collect()
 }
 
+/// Activation rows quantized by `quantize` (one row to its blocks), in order; a batch of
+/// rows is split over the threads (a prompt's rows would otherwise quantize on one core
+/// while the other waits).
+fn quantize_rows<B: Send>(x: &[f32], k: usize, quantize: fn(&[f32]) -> Vec<B>) -> Vec<B> {
+    if x.len() < 8 * k {
+        return x.chunks_exact(k).flat_map(quantize).collect();
+    }
+    x.par_chunks_exact(k).flat_map_iter(quantize).collect()
+}
+
 /// Weight rows handed to one task: enough tasks to balance the threads, few enough
 /// that each reads a run of rows.
 fn rows_per_task(n: usize) -> usize {
@@ -389,7 +399,7 @@ impl QMatrix {
         }
         match self.kind {
             WeightType::Q8_0 | WeightType::Q5_0 => {
-                let xq: Vec<BlockQ8_0> = x.chunks_exact(self.k).flat_map(quantize_q8_0).collect();
+                let xq: Vec<BlockQ8_0> = quantize_rows(x, self.k, quantize_q8_0);
                 let dot = if self.kind == WeightType::Q8_0 {
                     dot!(dot_q8_0, dot_q8_0_n, dot_q8_0_rows)
                 } else {
@@ -398,12 +408,12 @@ impl QMatrix {
                 matmul_rows(w, n, rb, &xq, bpr32, dot)
             }
             WeightType::Q4_1 => {
-                let xq: Vec<BlockQ8_1> = x.chunks_exact(self.k).flat_map(quantize_q8_1).collect();
+                let xq: Vec<BlockQ8_1> = quantize_rows(x, self.k, quantize_q8_1);
                 let dot = dot!(dot_q4_1, dot_q4_1_n);
                 matmul_rows(w, n, rb, &xq, bpr32, dot)
             }
             WeightType::Q4K | WeightType::Q6K => {
-                let xq: Vec<BlockQ8K> = x.chunks_exact(self.k).flat_map(quantize_q8_k).collect();
+                let xq: Vec<BlockQ8K> = quantize_rows(x, self.k, quantize_q8_k);
                 #[cfg(target_arch = "x86_64")]
                 if self.kind == WeightType::Q4K
                     && m >= amx::MIN_ROWS
