@@ -319,82 +319,95 @@ pub fn attention_tiled(q: &[f32], k: &[f16], v: &[f16], s: AttnShape) -> Vec<f32
         n_head,
         head_dim: hd,
         seq,
+        ..
+    } = s;
+    let per_head: Vec<Vec<f32>> = (0..n_head)
+        .into_par_iter()
+        .map(|h| tiled_head(q, k, v, s, h))
+        .collect();
+    rows_from_heads(&per_head.concat(), n_head, seq, hd)
+}
+
+fma_dispatch! {
+    /// Head `h` of `attention_tiled`: (seq, hd).
+    fn tiled_head(q: &[f32], k: &[f16], v: &[f16], s: AttnShape, h: usize) -> Vec<f32> => tiled_head_impl
+}
+
+#[inline(always)]
+fn tiled_head_impl(q: &[f32], k: &[f16], v: &[f16], s: AttnShape, h: usize) -> Vec<f32> {
+    let AttnShape {
+        head_dim: hd,
+        seq,
         pos,
         capacity,
         ..
     } = s;
     let (n_rep, scale) = (s.n_rep(), s.scale());
     let total = pos + seq;
-    let per_head: Vec<Vec<f32>> = (0..n_head)
-        .into_par_iter()
-        .map(|h| {
-            let base = (h / n_rep) * capacity * hd;
-            let mut acc = vec![0f32; seq * hd];
-            let mut max = vec![f32::NEG_INFINITY; seq];
-            let mut sum = vec![0f32; seq];
-            // K tile transposed (hd, KV_TILE) and V tile (KV_TILE, hd), as f32.
-            let mut kt = vec![0f32; hd * KV_TILE];
-            let mut vt = vec![0f32; KV_TILE * hd];
-            let mut kq = [0f32; KV_TILE];
-            for t0 in (0..total).step_by(KV_TILE) {
-                let n_keys = KV_TILE.min(total - t0);
-                kt.fill(0.0);
-                vt.fill(0.0);
-                for tk in 0..n_keys {
-                    let row = base + (t0 + tk) * hd;
-                    for d in 0..hd {
-                        kt[d * KV_TILE + tk] = k[row + d].to_f32();
-                        vt[tk * hd + d] = v[row + d].to_f32();
-                    }
-                }
-                // Rows that see none of this tile skip it.
-                let first_row = t0.saturating_sub(pos);
-                for i in first_row..seq {
-                    let qr = &q[(h * seq + i) * hd..(h * seq + i + 1) * hd];
-                    kq.fill(0.0);
-                    for d in 0..hd {
-                        let qd = qr[d];
-                        let krow = &kt[d * KV_TILE..(d + 1) * KV_TILE];
-                        for (o, &kk) in kq.iter_mut().zip(krow) {
-                            *o = qd.mul_add(kk, *o);
-                        }
-                    }
-                    let visible = (pos + i + 1 - t0).min(KV_TILE);
-                    for (tk, o) in kq.iter_mut().enumerate() {
-                        *o = if tk < visible {
-                            *o * scale
-                        } else {
-                            f32::NEG_INFINITY
-                        };
-                    }
-                    let tile_max = kq.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-                    let m_new = max[i].max(tile_max);
-                    let acc_row = &mut acc[i * hd..(i + 1) * hd];
-                    if m_new > max[i] {
-                        let ms = (max[i] - m_new).exp();
-                        acc_row.iter_mut().for_each(|a| *a *= ms);
-                        sum[i] *= ms;
-                    }
-                    max[i] = m_new;
-                    let mut tile_sum = 0f64;
-                    for block in kq.chunks_exact_mut(16) {
-                        for x in block.iter_mut() {
-                            *x = crate::engine::kernels::ggml_expf(*x - m_new);
-                        }
-                        tile_sum += reduce16(block) as f64;
-                    }
-                    sum[i] = (sum[i] as f64 + tile_sum) as f32;
-                    accumulate_pv(acc_row, &kq, &vt);
+    let base = (h / n_rep) * capacity * hd;
+    let mut acc = vec![0f32; seq * hd];
+    let mut max = vec![f32::NEG_INFINITY; seq];
+    let mut sum = vec![0f32; seq];
+    // K tile transposed (hd, KV_TILE) and V tile (KV_TILE, hd), as f32.
+    let mut kt = vec![0f32; hd * KV_TILE];
+    let mut vt = vec![0f32; KV_TILE * hd];
+    let mut kq = [0f32; KV_TILE];
+    for t0 in (0..total).step_by(KV_TILE) {
+        let n_keys = KV_TILE.min(total - t0);
+        kt.fill(0.0);
+        vt.fill(0.0);
+        for tk in 0..n_keys {
+            let row = base + (t0 + tk) * hd;
+            for d in 0..hd {
+                kt[d * KV_TILE + tk] = k[row + d].to_f32();
+                vt[tk * hd + d] = v[row + d].to_f32();
+            }
+        }
+        // Rows that see none of this tile skip it.
+        let first_row = t0.saturating_sub(pos);
+        for i in first_row..seq {
+            let qr = &q[(h * seq + i) * hd..(h * seq + i + 1) * hd];
+            kq.fill(0.0);
+            for d in 0..hd {
+                let qd = qr[d];
+                let krow = &kt[d * KV_TILE..(d + 1) * KV_TILE];
+                for (o, &kk) in kq.iter_mut().zip(krow) {
+                    *o = qd.mul_add(kk, *o);
                 }
             }
-            for i in 0..seq {
-                let inv = if sum[i] == 0.0 { 0.0 } else { 1.0 / sum[i] };
-                acc[i * hd..(i + 1) * hd].iter_mut().for_each(|a| *a *= inv);
+            let visible = (pos + i + 1 - t0).min(KV_TILE);
+            for (tk, o) in kq.iter_mut().enumerate() {
+                *o = if tk < visible {
+                    *o * scale
+                } else {
+                    f32::NEG_INFINITY
+                };
             }
-            acc
-        })
-        .collect();
-    rows_from_heads(&per_head.concat(), n_head, seq, hd)
+            let tile_max = kq.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+            let m_new = max[i].max(tile_max);
+            let acc_row = &mut acc[i * hd..(i + 1) * hd];
+            if m_new > max[i] {
+                let ms = (max[i] - m_new).exp();
+                acc_row.iter_mut().for_each(|a| *a *= ms);
+                sum[i] *= ms;
+            }
+            max[i] = m_new;
+            let mut tile_sum = 0f64;
+            for block in kq.chunks_exact_mut(16) {
+                for x in block.iter_mut() {
+                    *x = crate::engine::kernels::ggml_expf(*x - m_new);
+                }
+                tile_sum += reduce16(block) as f64;
+            }
+            sum[i] = (sum[i] as f64 + tile_sum) as f32;
+            accumulate_pv(acc_row, &kq, &vt);
+        }
+    }
+    for i in 0..seq {
+        let inv = if sum[i] == 0.0 { 0.0 } else { 1.0 / sum[i] };
+        acc[i * hd..(i + 1) * hd].iter_mut().for_each(|a| *a *= inv);
+    }
+    acc
 }
 
 /// `acc += Σ_tk p[tk] · v[tk]` over one tile's values `vt` (KV_TILE, hd), each element a
@@ -481,6 +494,40 @@ mod tests {
             }
         }
         out
+    }
+
+    /// The dispatched tiled path (AVX-512 where the CPU has it) gives the bits of the
+    /// same code compiled for the build's baseline: vector width must not move a
+    /// rounding.
+    #[test]
+    fn the_tiled_path_rounds_alike_at_every_vector_width() {
+        let s = AttnShape {
+            n_head: 4,
+            n_kv_head: 2,
+            head_dim: 64,
+            seq: 100,
+            pos: 37,
+            capacity: 160,
+        };
+        let wave =
+            |n: usize, f: f32| -> Vec<f32> { (0..n).map(|i| ((i as f32) * f).sin()).collect() };
+        let q = wave(s.n_head * s.seq * s.head_dim, 0.37);
+        let k: Vec<f16> = wave(s.n_kv_head * s.capacity * s.head_dim, 0.11)
+            .into_iter()
+            .map(f16::from_f32)
+            .collect();
+        let v: Vec<f16> = wave(s.n_kv_head * s.capacity * s.head_dim, 0.23)
+            .into_iter()
+            .map(f16::from_f32)
+            .collect();
+        for h in 0..s.n_head {
+            let got = tiled_head(&q, &k, &v, s, h);
+            let want = tiled_head_impl(&q, &k, &v, s, h);
+            assert_eq!(got.len(), want.len());
+            for (a, b) in got.iter().zip(&want) {
+                assert_eq!(a.to_bits(), b.to_bits(), "head {h}: {a} vs {b}");
+            }
+        }
     }
 
     #[test]

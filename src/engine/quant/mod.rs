@@ -161,6 +161,25 @@ pub fn isa() -> Isa {
     })
 }
 
+/// Whether the elementwise kernels may use AVX-512 (F, BW, VL) besides the AVX2 set:
+/// never when `LCODE_KERNELS` asks for scalar or plain AVX2 kernels.
+pub fn wide_vectors() -> bool {
+    static WIDE: OnceLock<bool> = OnceLock::new();
+    *WIDE.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            isa() == Isa::AvxVnni
+                && is_x86_feature_detected!("avx512f")
+                && is_x86_feature_detected!("avx512bw")
+                && is_x86_feature_detected!("avx512vl")
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            false
+        }
+    })
+}
+
 fn f16_at(b: &[u8], at: usize) -> f32 {
     f16::from_le_bytes([b[at], b[at + 1]]).to_f32()
 }
