@@ -462,6 +462,23 @@ mod tests {
         assert_eq!(f64_to_f16_once(1e9), f16::INFINITY);
     }
 
+    /// Smooth, distinct q, k and v for shape `s` (k and v in the cache's f16).
+    fn wave_inputs(s: AttnShape) -> (Vec<f32>, Vec<f16>, Vec<f16>) {
+        let wave =
+            |n: usize, f: f32| -> Vec<f32> { (0..n).map(|i| ((i as f32) * f).sin()).collect() };
+        let cache = |f: f32| -> Vec<f16> {
+            wave(s.n_kv_head * s.capacity * s.head_dim, f)
+                .into_iter()
+                .map(f16::from_f32)
+                .collect()
+        };
+        (
+            wave(s.n_head * s.seq * s.head_dim, 0.37),
+            cache(0.11),
+            cache(0.23),
+        )
+    }
+
     /// Plain softmax attention in f64, for comparison.
     fn reference(q: &[f32], k: &[f16], v: &[f16], s: AttnShape) -> Vec<f32> {
         let hd = s.head_dim;
@@ -509,17 +526,7 @@ mod tests {
             pos: 37,
             capacity: 160,
         };
-        let wave =
-            |n: usize, f: f32| -> Vec<f32> { (0..n).map(|i| ((i as f32) * f).sin()).collect() };
-        let q = wave(s.n_head * s.seq * s.head_dim, 0.37);
-        let k: Vec<f16> = wave(s.n_kv_head * s.capacity * s.head_dim, 0.11)
-            .into_iter()
-            .map(f16::from_f32)
-            .collect();
-        let v: Vec<f16> = wave(s.n_kv_head * s.capacity * s.head_dim, 0.23)
-            .into_iter()
-            .map(f16::from_f32)
-            .collect();
+        let (q, k, v) = wave_inputs(s);
         for h in 0..s.n_head {
             let got = tiled_head(&q, &k, &v, s, h);
             let want = tiled_head_impl(&q, &k, &v, s, h);
@@ -540,17 +547,7 @@ mod tests {
             pos: 5,
             capacity: 12,
         };
-        let wave =
-            |n: usize, f: f32| -> Vec<f32> { (0..n).map(|i| ((i as f32) * f).sin()).collect() };
-        let q = wave(s.n_head * s.seq * s.head_dim, 0.37);
-        let k: Vec<f16> = wave(s.n_kv_head * s.capacity * s.head_dim, 0.11)
-            .into_iter()
-            .map(f16::from_f32)
-            .collect();
-        let v: Vec<f16> = wave(s.n_kv_head * s.capacity * s.head_dim, 0.23)
-            .into_iter()
-            .map(f16::from_f32)
-            .collect();
+        let (q, k, v) = wave_inputs(s);
         let want = reference(&q, &k, &v, s);
         let got = attention_f32(&q, &k, &v, s);
         assert_eq!(got.len(), want.len());
@@ -569,17 +566,7 @@ mod tests {
             pos: 5,
             capacity: 80,
         };
-        let wave =
-            |n: usize, f: f32| -> Vec<f32> { (0..n).map(|i| ((i as f32) * f).sin()).collect() };
-        let q = wave(s.n_head * s.seq * s.head_dim, 0.37);
-        let k: Vec<f16> = wave(s.n_kv_head * s.capacity * s.head_dim, 0.11)
-            .into_iter()
-            .map(f16::from_f32)
-            .collect();
-        let v: Vec<f16> = wave(s.n_kv_head * s.capacity * s.head_dim, 0.23)
-            .into_iter()
-            .map(f16::from_f32)
-            .collect();
+        let (q, k, v) = wave_inputs(s);
         let want = reference(&q, &k, &v, s);
         for got in [
             attention_online_f16(&q, &k, &v, s),

@@ -133,10 +133,10 @@ impl Activations {
             for (sb, xb) in blocks.iter().enumerate() {
                 let at = t * nsb + sb;
                 d[at * TILE + a] = xb.d;
+                // Sub-block j's sum (32 values, at most 32 * 127 in magnitude: an i16).
+                let sum =
+                    |j: usize| (i32::from(xb.bsums[2 * j]) + i32::from(xb.bsums[2 * j + 1])) as i16;
                 for p in 0..4 {
-                    let sum = |j: usize| {
-                        (i32::from(xb.bsums[2 * j]) + i32::from(xb.bsums[2 * j + 1])) as i16
-                    };
                     let pair = (sum(2 * p) as u16 as u32) | ((sum(2 * p + 1) as u16 as u32) << 16);
                     sums[(at * 4 + p) * TILE + a] = pair as i32;
                 }

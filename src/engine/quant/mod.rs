@@ -162,13 +162,15 @@ pub fn isa() -> Isa {
 }
 
 /// Whether the elementwise kernels may use AVX-512 (F, BW, VL) besides the AVX2 set:
-/// never when `LCODE_KERNELS` asks for scalar or plain AVX2 kernels.
+/// never when `LCODE_KERNELS` asks for scalar or plain AVX2 kernels. (Not tied to
+/// AVX-VNNI: CPUs with AVX-512 but without the VEX-encoded VNNI have it too.)
 pub fn wide_vectors() -> bool {
     static WIDE: OnceLock<bool> = OnceLock::new();
     *WIDE.get_or_init(|| {
         #[cfg(target_arch = "x86_64")]
         {
-            isa() == Isa::AvxVnni
+            isa() != Isa::Scalar
+                && std::env::var("LCODE_KERNELS").as_deref() != Ok("avx2")
                 && is_x86_feature_detected!("avx512f")
                 && is_x86_feature_detected!("avx512bw")
                 && is_x86_feature_detected!("avx512vl")
