@@ -1,5 +1,6 @@
-//! Q4_K products on Intel AMX tiles, for many activation rows at once (a prompt's
-//! forward pass).
+//! Q4_K, Q5_0 and Q8_0 products on Intel AMX tiles, for many activation rows at once
+//! (a prompt's forward pass). Q4_K keeps the decode kernels' rounding exactly; Q5_0 and
+//! Q8_0 cannot and so take prompt chunks only (see the second half of this file).
 //!
 //! Why: prefill multiplies each weight row by hundreds of activation rows. AVX2 makes
 //! 32 byte products per instruction; one AMX tile product makes 16,384. The Q4_K order
@@ -28,7 +29,7 @@ use std::sync::OnceLock;
 
 use rayon::prelude::*;
 
-use super::{scalar, BlockQ8K, WeightType, QK_K};
+use super::{scalar, BlockQ8K, BlockQ8_0, WeightType, QK_K};
 
 /// Rows of a tile: weight rows per group, activation rows per tile column.
 const TILE: usize = 16;
@@ -371,6 +372,237 @@ unsafe fn group_times_activations(
         for r in 0..TILE {
             let mut v = [0f32; TILE];
             _mm512_storeu_ps(v.as_mut_ptr(), _mm512_sub_ps(acc[r], acc_m[r]));
+            for (a, &v) in v.iter().enumerate() {
+                put(t * TILE + a, r, v);
+            }
+        }
+    }
+    asm!("tilerelease", options(nostack, nomem));
+}
+
+// ---------------------------------------------------------------------------------
+// Q5_0 and Q8_0: the 32-value formats whose values unpack to signed bytes.
+//
+// llama.cpp's order for these (eight float lanes per block, each lane the sum of four
+// byte products) cannot come out of a tile product, whose every result sums a whole
+// row of the shared dimension: matching it took one tile row per (weight row, lane)
+// and ran no faster than AVX2. So these kernels add in an order of their own: each
+// block's 32 products summed exactly by `tdpbssd`, then one fused multiply-add per
+// block (`scalar::dot_32_by_block`). They give up bit-equality with decoding, so only
+// prompt chunks of `SIGNED_MIN_ROWS` rows or more take them.
+// ---------------------------------------------------------------------------------
+
+/// Activation rows at and above which Q5_0/Q8_0 products go to the tiles. Below it
+/// (decoding, speculation's verification of at most 9 rows, short warm suffixes) the
+/// AVX2 kernels keep llama.cpp's order, so speculation stays token-identical to plain
+/// decoding. 64 is where attention's rounding already switches for a prompt chunk
+/// (`attention::TILED_MIN_ROWS`), as llama.cpp's does.
+pub const SIGNED_MIN_ROWS: usize = 64;
+
+/// Bytes of one block of 32 values in the shared dimension.
+const QB: usize = 32;
+/// Bytes of one activation tile of a block: 8 rows (4 values each) × 16 activation rows.
+const B32_BYTES: usize = QB / 4 * KC;
+
+/// tmm0: the sums (16 weight rows × 16 activation rows of i32); tmm2: one block of 16
+/// activation rows in the VNNI layout (8 rows × 64 bytes); tmm3: one block of 16 weight
+/// rows (16 rows × 32 bytes).
+const SIGNED_CONFIG: TileConfig = TileConfig {
+    palette: 1,
+    start_row: 0,
+    reserved: [0; 14],
+    colsb: [
+        KC as u16, 0, KC as u16, QB as u16, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    ],
+    rows: [
+        TILE as u8,
+        0,
+        (QB / 4) as u8,
+        TILE as u8,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+    ],
+};
+
+/// Activation rows quantized to Q8_0, per column tile of 16 rows and per block: the B
+/// tile (row `r` holds values `4r..4r+4` of each of the 16 rows side by side) and the
+/// 16 rows' scales.
+struct Activations32 {
+    tiles: usize,
+    blocks: usize,
+    /// [tile][block][8 rows of 64 bytes]
+    b: Vec<u8>,
+    /// [tile][block][16 rows]
+    d: Vec<f32>,
+}
+
+impl Activations32 {
+    fn new(x: &[BlockQ8_0], m: usize, blocks: usize) -> Self {
+        let tiles = m.div_ceil(TILE);
+        let mut b = vec![0u8; tiles * blocks * B32_BYTES];
+        let mut d = vec![0f32; tiles * blocks * TILE];
+        for (row, xbs) in x.chunks_exact(blocks).enumerate() {
+            let (t, a) = (row / TILE, row % TILE);
+            for (bl, xb) in xbs.iter().enumerate() {
+                let at = t * blocks + bl;
+                d[at * TILE + a] = xb.d;
+                let tile = &mut b[at * B32_BYTES..][..B32_BYTES];
+                for r in 0..QB / 4 {
+                    for (o, &v) in tile[r * KC + 4 * a..][..4].iter_mut().zip(&xb.qs[4 * r..]) {
+                        *o = v as u8;
+                    }
+                }
+            }
+        }
+        Self {
+            tiles,
+            blocks,
+            b,
+            d,
+        }
+    }
+}
+
+/// 16 weight rows unpacked to signed bytes, and their block scales.
+struct SignedGroup {
+    /// [16 rows][k]
+    values: Vec<i8>,
+    /// [block][16 rows]
+    d: Vec<f32>,
+}
+
+thread_local! {
+    static SIGNED_GROUP: RefCell<SignedGroup> =
+        const { RefCell::new(SignedGroup { values: Vec::new(), d: Vec::new() }) };
+}
+
+impl SignedGroup {
+    /// Unpacks `rows` (up to 16) weight rows of `k` values; the rest are zero.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn fill(&mut self, kind: WeightType, w: &[u8], rows: usize, k: usize) {
+        let blocks = k / QB;
+        let bb = kind.block_bytes();
+        self.values.clear();
+        self.values.resize(TILE * k, 0);
+        self.d.clear();
+        self.d.resize(blocks * TILE, 0.0);
+        for r in 0..rows {
+            let row = &w[r * blocks * bb..(r + 1) * blocks * bb];
+            for (bl, wb) in row.chunks_exact(bb).enumerate() {
+                self.d[bl * TILE + r] = super::f16_at(wb, 0);
+                let v = match kind {
+                    WeightType::Q5_0 => super::avx2::unpack_q5_0(wb.as_ptr()),
+                    _ => super::avx2::unpack_q8_0(wb.as_ptr()),
+                };
+                let at = self.values.as_mut_ptr().add(r * k + bl * QB);
+                _mm256_storeu_si256(at as *mut __m256i, v);
+            }
+        }
+    }
+}
+
+/// x: `m` activation rows of `k` values as Q8_0 blocks; w: `n` rows of `kind` (Q5_0 or
+/// Q8_0). Returns (m, n), each element bit-identical to `scalar::dot_32_by_block`.
+/// Only called when `available()` said yes.
+pub fn matmul_signed(
+    kind: WeightType,
+    w: &[u8],
+    n: usize,
+    k: usize,
+    x: &[BlockQ8_0],
+    m: usize,
+) -> Vec<f32> {
+    assert!(available(), "AMX kernels called on a CPU without them");
+    assert!(matches!(kind, WeightType::Q5_0 | WeightType::Q8_0));
+    let blocks = k / QB;
+    assert_eq!(x.len(), m * blocks);
+    let row_bytes = blocks * kind.block_bytes();
+    assert_eq!(w.len(), n * row_bytes);
+    let act = Activations32::new(x, m, blocks);
+    let mut out = vec![0f32; m * n];
+    let out_ptr = super::SharedOut(out.as_mut_ptr());
+    (0..n.div_ceil(TILE)).into_par_iter().for_each(|g| {
+        let out_ptr = &out_ptr;
+        let rows = TILE.min(n - g * TILE);
+        let w = &w[g * TILE * row_bytes..(g * TILE + rows) * row_bytes];
+        SIGNED_GROUP.with_borrow_mut(|group| {
+            // SAFETY: `available()` checked AVX2, AVX-512 (F, BW, VNNI) and AMX-INT8, and
+            // that this process may use the tiles.
+            unsafe {
+                group.fill(kind, w, rows, k);
+                signed_group_times_activations(group, &act, k, |a, r, v| {
+                    if a < m && r < rows {
+                        // SAFETY: this task alone writes columns g*16.. g*16+rows of `out`.
+                        *out_ptr.0.add(a * n + g * TILE + r) = v;
+                    }
+                });
+            }
+        });
+    });
+    out
+}
+
+/// 16 weight rows times every activation tile, block by block: the tiles sum each
+/// block's products, AVX-512 adds `isum * (d_w * d_x)` into one float per pair.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma")]
+unsafe fn signed_group_times_activations(
+    group: &SignedGroup,
+    act: &Activations32,
+    k: usize,
+    mut put: impl FnMut(usize, usize, f32),
+) {
+    let blocks = act.blocks;
+    asm!("ldtilecfg [{}]", in(reg) &SIGNED_CONFIG, options(nostack, readonly));
+    // The sums of the block in hand and of the one before, so that the float work of
+    // one block overlaps the tile product of the next.
+    let mut c = [[0i32; TILE * TILE]; 2];
+    let wp = group.values.as_ptr();
+    for t in 0..act.tiles {
+        let mut acc = [_mm512_setzero_ps(); TILE];
+        for bl in 0..=blocks {
+            if bl < blocks {
+                let b = act.b.as_ptr().add((t * blocks + bl) * B32_BYTES);
+                let a = wp.add(bl * QB);
+                let dst = c[bl % 2].as_mut_ptr();
+                asm!(
+                    "tilezero tmm0",
+                    "tileloadd tmm2, [{b} + {s64}*1]",
+                    "tileloadd tmm3, [{a} + {sk}*1]",
+                    "tdpbssd tmm0, tmm3, tmm2",
+                    "tilestored [{dst} + {s64}*1], tmm0",
+                    b = in(reg) b,
+                    a = in(reg) a,
+                    dst = in(reg) dst,
+                    s64 = in(reg) KC,
+                    sk = in(reg) k,
+                    options(nostack),
+                );
+            }
+            if bl > 0 {
+                let bl = bl - 1;
+                let cs = c[bl % 2].as_ptr();
+                let dx = _mm512_loadu_ps(act.d.as_ptr().add((t * blocks + bl) * TILE));
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let isum = _mm512_loadu_si512(cs.add(r * TILE) as *const _);
+                    // As the scalar order: acc += isum * (d_w * d_x), one rounding each.
+                    let d = _mm512_mul_ps(_mm512_set1_ps(group.d[bl * TILE + r]), dx);
+                    *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), d, *acc);
+                }
+            }
+        }
+        for (r, acc) in acc.iter().enumerate() {
+            let mut v = [0f32; TILE];
+            _mm512_storeu_ps(v.as_mut_ptr(), *acc);
             for (a, &v) in v.iter().enumerate() {
                 put(t * TILE + a, r, v);
             }

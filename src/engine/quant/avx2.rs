@@ -288,7 +288,7 @@ macro_rules! x86_kernels {
         /// The Q8_0 block's values: 32 signed bytes after the f16 scale.
         #[target_feature(enable = $features)]
         #[inline]
-        unsafe fn unpack_q8_0(wb: *const u8) -> __m256i {
+        pub unsafe fn unpack_q8_0(wb: *const u8) -> __m256i {
             _mm256_loadu_si256(wb.add(2) as *const __m256i)
         }
 
@@ -297,7 +297,7 @@ macro_rules! x86_kernels {
         /// 16 of nibbles after the f16 scale).
         #[target_feature(enable = $features)]
         #[inline]
-        unsafe fn unpack_q5_0(wb: *const u8) -> __m256i {
+        pub unsafe fn unpack_q5_0(wb: *const u8) -> __m256i {
             let hi = _mm256_andnot_si256(
                 bytes_from_bits_32(wb.add(2)),
                 _mm256_set1_epi8(0xF0u8 as i8),

@@ -10,9 +10,12 @@
 //! each dot product adds in the order of the llama.cpp kernel it stands in for: for
 //! most types its AVX2 vec_dot (8 float lanes, a fused multiply-add per block, the
 //! same horizontal sum); for Q4_K the repacked kernel llama.cpp runs on AVX2 instead
-//! (exact integer sums per super-block, one fused multiply-add each). The scalar code in `scalar.rs` follows the same
-//! lanes, so it gives bit-identical results; it runs where AVX2 is missing and is the
-//! oracle of the SIMD code's tests.
+//! (exact integer sums per super-block, one fused multiply-add each). The scalar code
+//! in `scalar.rs` follows the same lanes, so it gives bit-identical results; it runs
+//! where AVX2 is missing and is the oracle of the SIMD code's tests. One exception: on
+//! CPUs with AMX, Q5_0 and Q8_0 products of a prompt chunk (64 rows or more) sum each
+//! block exactly before its multiply-add (`amx::matmul_signed`), which rounds
+//! differently in the last bits; decoding and speculation keep llama.cpp's order.
 
 #[cfg(target_arch = "x86_64")]
 mod amx;
@@ -421,6 +424,10 @@ impl QMatrix {
         match self.kind {
             WeightType::Q8_0 | WeightType::Q5_0 => {
                 let xq: Vec<BlockQ8_0> = quantize_rows(x, self.k, quantize_q8_0);
+                #[cfg(target_arch = "x86_64")]
+                if m >= amx::SIGNED_MIN_ROWS && isa != Isa::Scalar && amx::available() {
+                    return amx::matmul_signed(self.kind, w, n, self.k, &xq, m);
+                }
                 let dot = if self.kind == WeightType::Q8_0 {
                     dot!(dot_q8_0, dot_q8_0_n, dot_q8_0_rows)
                 } else {

@@ -71,6 +71,30 @@ pub fn dot_q5_0(w: &[u8], x: &[BlockQ8_0]) -> f32 {
     dot_32(w, WeightType::Q5_0.block_bytes(), x, q5_0_values)
 }
 
+/// Q8_0 or Q5_0 in the order of the AMX prompt kernels (`amx::matmul_signed`): each
+/// block's 32 products summed exactly, then one fused multiply-add per block into a
+/// single float sum. Not llama.cpp's order (eight float lanes, as `dot_32`): the two
+/// differ in the last bits, which is why only prompt chunks take it.
+#[cfg_attr(not(test), allow(dead_code))]
+pub fn dot_32_by_block(kind: WeightType, w: &[u8], x: &[BlockQ8_0]) -> f32 {
+    let values = match kind {
+        WeightType::Q8_0 => q8_0_values,
+        WeightType::Q5_0 => q5_0_values,
+        _ => panic!("{kind:?} is not a signed 32-value format"),
+    };
+    let mut acc = 0f32;
+    for (wb, xb) in w.chunks_exact(kind.block_bytes()).zip(x) {
+        let d = f16_at(wb, 0) * xb.d;
+        let isum: i32 = values(wb)
+            .iter()
+            .zip(&xb.qs)
+            .map(|(&a, &b)| a * b as i32)
+            .sum();
+        acc = (isum as f32).mul_add(d, acc);
+    }
+    acc
+}
+
 /// Q4_1: the minimum's term `m * d_x * sum(q_x)` is summed apart, as llama.cpp does.
 pub fn dot_q4_1(w: &[u8], x: &[BlockQ8_1]) -> f32 {
     let mut acc = [0f32; 8];

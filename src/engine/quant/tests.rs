@@ -391,3 +391,82 @@ fn amx_q4_k_equals_scalar_bit_for_bit() {
         assert_eq!(w.matmul(&x, m), got);
     }
 }
+
+/// The AMX Q5_0/Q8_0 product gives `scalar::dot_32_by_block`'s results bit for bit,
+/// ragged tiles included, and `matmul` takes it only from `SIGNED_MIN_ROWS` rows: below,
+/// the results are llama.cpp's order (`scalar::dot_q5_0`), as decoding computes them.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn amx_signed_formats_equal_the_block_order_bit_for_bit() {
+    let mut rng = StdRng::seed_from_u64(12);
+    for kind in [WeightType::Q5_0, WeightType::Q8_0] {
+        let lane_order = |w: &QMatrix, xq: &[BlockQ8_0], a: usize, r: usize| {
+            let rb = w.row_bytes();
+            let (row, x) = (
+                &w.bytes[r * rb..(r + 1) * rb],
+                &xq[a * w.k / QK..(a + 1) * w.k / QK],
+            );
+            match kind {
+                WeightType::Q5_0 => scalar::dot_q5_0(row, x),
+                _ => scalar::dot_q8_0(row, x),
+            }
+        };
+        // Below the threshold: llama.cpp's order, AMX or not.
+        let (m, n, k) = (amx::SIGNED_MIN_ROWS - 1, 5, 3 * QK);
+        let w = matrix(kind, n, k, &mut rng);
+        let x = random_activations(m * k, &mut rng);
+        let xq = quantize_q8_0(&x);
+        let got = w.matmul(&x, m);
+        for a in 0..m {
+            for r in 0..n {
+                assert_eq!(
+                    got[a * n + r].to_bits(),
+                    lane_order(&w, &xq, a, r).to_bits()
+                );
+            }
+        }
+        if !amx::available() {
+            eprintln!("no AMX here (or LCODE_AMX=0): {kind:?} keeps to AVX2/scalar");
+            continue;
+        }
+        for (m, n, k) in [
+            (16, 16, QK),
+            (17, 20, 3 * QK),
+            (64, 33, 28 * QK),
+            (70, 128, 28 * QK),
+        ] {
+            let w = matrix(kind, n, k, &mut rng);
+            let x = random_activations(m * k, &mut rng);
+            let xq = quantize_q8_0(&x);
+            let got = amx::matmul_signed(kind, &w.bytes, n, k, &xq, m);
+            let rb = w.row_bytes();
+            let mut differs = 0;
+            for a in 0..m {
+                for r in 0..n {
+                    let xa = &xq[a * k / QK..(a + 1) * k / QK];
+                    let want = scalar::dot_32_by_block(kind, &w.bytes[r * rb..(r + 1) * rb], xa);
+                    let v = got[a * n + r];
+                    assert_eq!(
+                        v.to_bits(),
+                        want.to_bits(),
+                        "{kind:?} m {m} n {n} k {k}: [{a}, {r}] {v} vs {want}"
+                    );
+                    let lanes = lane_order(&w, &xq, a, r);
+                    // Different roundings of one sum (with cancellation: terms reach ±10).
+                    assert!(
+                        (v - lanes).abs() <= 1e-4 * (1.0 + lanes.abs()),
+                        "{v} vs {lanes}"
+                    );
+                    differs += usize::from(v.to_bits() != lanes.to_bits());
+                }
+            }
+            if k >= 28 * QK {
+                // The two orders are different sums, not one in disguise.
+                assert!(differs > 0, "{kind:?} m {m} n {n} k {k}: no result differs");
+            }
+            if m >= amx::SIGNED_MIN_ROWS {
+                assert_eq!(w.matmul(&x, m), got);
+            }
+        }
+    }
+}
