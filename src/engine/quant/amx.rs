@@ -96,15 +96,18 @@ struct TileConfig {
     rows: [u8; 16],
 }
 
+/// All eight tiles 16 rows of 64 bytes (the K-quants' kernels).
 const CONFIG: TileConfig = TileConfig {
     palette: 1,
     start_row: 0,
     reserved: [0; 14],
     colsb: [
-        KC as u16, KC as u16, KC as u16, KC as u16, KC as u16, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        KC as u16, KC as u16, KC as u16, KC as u16, KC as u16, KC as u16, KC as u16, KC as u16, 0,
+        0, 0, 0, 0, 0, 0, 0,
     ],
     rows: [
-        TILE as u8, TILE as u8, TILE as u8, TILE as u8, TILE as u8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        TILE as u8, TILE as u8, TILE as u8, TILE as u8, TILE as u8, TILE as u8, TILE as u8,
+        TILE as u8, 0, 0, 0, 0, 0, 0, 0, 0,
     ],
 };
 
@@ -389,15 +392,16 @@ unsafe fn group_times_activations(
 // and ran no faster than AVX2. So these kernels add in an order of their own: each
 // block's 32 products summed exactly by `tdpbssd`, then one fused multiply-add per
 // block (`scalar::dot_32_by_block`). They give up bit-equality with decoding, so only
-// prompt chunks of `SIGNED_MIN_ROWS` rows or more take them.
+// prompt chunks of `REORDERED_MIN_ROWS` rows or more take them.
 // ---------------------------------------------------------------------------------
 
-/// Activation rows at and above which Q5_0/Q8_0 products go to the tiles. Below it
+/// Activation rows at and above which the products whose tile order differs from the
+/// decode kernels' (Q5_0, Q8_0, Q6_K) go to the tiles. Below it
 /// (decoding, speculation's verification of at most 9 rows, short warm suffixes) the
 /// AVX2 kernels keep llama.cpp's order, so speculation stays token-identical to plain
 /// decoding. 64 is where attention's rounding already switches for a prompt chunk
 /// (`attention::TILED_MIN_ROWS`), as llama.cpp's does.
-pub const SIGNED_MIN_ROWS: usize = 64;
+pub const REORDERED_MIN_ROWS: usize = 64;
 
 /// Bytes of one block of 32 values in the shared dimension.
 const QB: usize = 32;
@@ -596,6 +600,251 @@ unsafe fn signed_group_times_activations(
                     let isum = _mm512_loadu_si512(cs.add(r * TILE) as *const _);
                     // As the scalar order: acc += isum * (d_w * d_x), one rounding each.
                     let d = _mm512_mul_ps(_mm512_set1_ps(group.d[bl * TILE + r]), dx);
+                    *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), d, *acc);
+                }
+            }
+        }
+        for (r, acc) in acc.iter().enumerate() {
+            let mut v = [0f32; TILE];
+            _mm512_storeu_ps(v.as_mut_ptr(), *acc);
+            for (a, &v) in v.iter().enumerate() {
+                put(t * TILE + a, r, v);
+            }
+        }
+    }
+    asm!("tilerelease", options(nostack, nomem));
+}
+
+// ---------------------------------------------------------------------------------
+// Q6_K: the same trade as Q5_0's (llama.cpp keeps eight float lanes per super-block,
+// which a tile cannot give), so an order of its own for prompt chunks: each
+// super-block's `Σ scale · (q - 32) · y` summed exactly, one fused multiply-add per
+// super-block (`scalar::dot_q6_k_by_superblock`).
+//
+// A signed 8-bit scale times a 6-bit value needs 13 bits, so both are split into
+// balanced base-16 digits: `q - 32 = 16 h + l` (l in -8..7, h in -2..2) and
+// `scale = 16 sh + sl` (sl in -8..7, sh in -8..8). Then
+// `scale · (q - 32) = 256 (sh h) + 16 (sh l + sl h) + sl l`, and each of the three
+// planes `sh h`, `sh l + sl h` (at most 80 in magnitude) and `sl l` fits a signed byte:
+// three `tdpbssd` per 64 values, the integers recombined exactly with two shifts.
+// ---------------------------------------------------------------------------------
+
+/// `s · (i - 8)` for the digits s = -8..=8 (row s + 8) and the indices i = 0..16: the
+/// products of a scale digit with a value digit `i - 8`, looked up with `vpshufb`.
+static DIGIT_PRODUCTS: [[i8; 16]; 17] = {
+    let mut t = [[0i8; 16]; 17];
+    let mut s = 0;
+    while s < 17 {
+        let mut i = 0;
+        while i < 16 {
+            t[s][i] = ((s as i32 - 8) * (i as i32 - 8)) as i8;
+            i += 1;
+        }
+        s += 1;
+    }
+    t
+};
+
+/// One group of 16 Q6_K weight rows as three signed byte planes, and the rows' scales.
+struct Q6Group {
+    /// [plane sh·h, sh·l + sl·h, sl·l][16 rows][k]
+    planes: Vec<i8>,
+    /// [super-block][16 rows]
+    d: Vec<f32>,
+}
+
+thread_local! {
+    static Q6_GROUP: RefCell<Q6Group> =
+        const { RefCell::new(Q6Group { planes: Vec::new(), d: Vec::new() }) };
+}
+
+impl Q6Group {
+    /// Unpacks `rows` (up to 16) weight rows of `k` values; the rest are zero.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn fill(&mut self, w: &[u8], rows: usize, k: usize) {
+        let nsb = k / QK_K;
+        let bb = WeightType::Q6K.block_bytes();
+        self.planes.clear();
+        self.planes.resize(3 * TILE * k, 0);
+        self.d.clear();
+        self.d.resize(nsb * TILE, 0.0);
+        let base = self.planes.as_mut_ptr();
+        let (m4, m2) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(3));
+        // A pair of digit tables: sub-block j's in the low 128 bits, j + 1's in the high.
+        let tables = |lo: i32, hi: i32| {
+            let row = |s: i32| DIGIT_PRODUCTS[(s + 8) as usize].as_ptr() as *const __m128i;
+            _mm256_loadu2_m128i(row(hi), row(lo))
+        };
+        for r in 0..rows {
+            for (sb, wb) in w[r * nsb * bb..(r + 1) * nsb * bb]
+                .chunks_exact(bb)
+                .enumerate()
+            {
+                self.d[sb * TILE + r] = super::f16_at(wb, 208);
+                let mut sl = [0i32; 16];
+                let mut sh = [0i32; 16];
+                for j in 0..16 {
+                    let sc = wb[192 + j] as i8 as i32;
+                    sl[j] = ((sc + 8) & 15) - 8;
+                    sh[j] = (sc - sl[j]) >> 4;
+                }
+                for h in 0..2 {
+                    // The 6-bit values as in `scalar::q6_k_half`: 4 runs of 32.
+                    let q4 = wb.as_ptr().add(64 * h);
+                    let bits_h = _mm256_loadu_si256(wb.as_ptr().add(128 + 32 * h) as *const _);
+                    let bits1 = _mm256_loadu_si256(q4 as *const __m256i);
+                    let bits2 = _mm256_loadu_si256(q4.add(32) as *const __m256i);
+                    let high = |shift: i32| {
+                        let v = _mm256_srl_epi16(bits_h, _mm_cvtsi32_si128(shift));
+                        _mm256_slli_epi16(_mm256_and_si256(v, m2), 4)
+                    };
+                    let v = [
+                        _mm256_or_si256(_mm256_and_si256(bits1, m4), high(0)),
+                        _mm256_or_si256(_mm256_and_si256(bits2, m4), high(2)),
+                        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(bits1, 4), m4), high(4)),
+                        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(bits2, 4), m4), high(6)),
+                    ];
+                    for (kk, &q) in v.iter().enumerate() {
+                        let j = 8 * h + 2 * kk;
+                        let (tl, th) = (tables(sl[j], sl[j + 1]), tables(sh[j], sh[j + 1]));
+                        // l + 8 = (q - 24) mod 16; h + 8 = (q + 8) / 16 + 6.
+                        let il = _mm256_and_si256(_mm256_sub_epi8(q, _mm256_set1_epi8(24)), m4);
+                        let ih = _mm256_add_epi8(
+                            _mm256_and_si256(
+                                _mm256_srli_epi16(_mm256_add_epi8(q, _mm256_set1_epi8(8)), 4),
+                                m4,
+                            ),
+                            _mm256_set1_epi8(6),
+                        );
+                        let p2 = _mm256_shuffle_epi8(th, ih);
+                        let p1 = _mm256_add_epi8(
+                            _mm256_shuffle_epi8(th, il),
+                            _mm256_shuffle_epi8(tl, ih),
+                        );
+                        let p0 = _mm256_shuffle_epi8(tl, il);
+                        let at = r * k + sb * QK_K + 128 * h + 32 * kk;
+                        for (plane, v) in [p2, p1, p0].into_iter().enumerate() {
+                            let dst = base.add(plane * TILE * k + at) as *mut __m256i;
+                            _mm256_storeu_si256(dst, v);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// x: `m` activation rows of `k` values as Q8_K blocks; w: `n` Q6_K rows of `k`.
+/// Returns (m, n), each element bit-identical to `scalar::dot_q6_k_by_superblock`.
+/// Only called when `available()` said yes.
+pub fn matmul_q6_k(w: &[u8], n: usize, k: usize, x: &[BlockQ8K], m: usize) -> Vec<f32> {
+    assert!(available(), "AMX kernels called on a CPU without them");
+    assert_eq!(x.len(), m * (k / QK_K));
+    let row_bytes = k / QK_K * WeightType::Q6K.block_bytes();
+    assert_eq!(w.len(), n * row_bytes);
+    let act = Activations::new(x, m, k / QK_K);
+    let mut out = vec![0f32; m * n];
+    let out_ptr = super::SharedOut(out.as_mut_ptr());
+    (0..n.div_ceil(TILE)).into_par_iter().for_each(|g| {
+        let out_ptr = &out_ptr;
+        let rows = TILE.min(n - g * TILE);
+        let w = &w[g * TILE * row_bytes..(g * TILE + rows) * row_bytes];
+        Q6_GROUP.with_borrow_mut(|group| {
+            // SAFETY: as in `matmul_q4_k`.
+            unsafe {
+                group.fill(w, rows, k);
+                q6_k_group_times_activations(group, &act, k, |a, r, v| {
+                    if a < m && r < rows {
+                        // SAFETY: this task alone writes columns g*16.. g*16+rows of `out`.
+                        *out_ptr.0.add(a * n + g * TILE + r) = v;
+                    }
+                });
+            }
+        });
+    });
+    out
+}
+
+/// 16 Q6_K weight rows times every activation tile: `put(activation row, weight row of
+/// the group, value)`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma")]
+unsafe fn q6_k_group_times_activations(
+    group: &Q6Group,
+    act: &Activations,
+    k: usize,
+    mut put: impl FnMut(usize, usize, f32),
+) {
+    let nsb = act.nsb;
+    asm!("ldtilecfg [{}]", in(reg) &CONFIG, options(nostack, readonly));
+    // The three planes' sums of the step in hand and of the one before.
+    let mut c = [[0i32; 3 * TILE * TILE]; 2];
+    let p2 = group.planes.as_ptr();
+    let (p1, p0) = (p2.add(TILE * k), p2.add(2 * TILE * k));
+    for t in 0..act.tiles {
+        let mut acc = [_mm512_setzero_ps(); TILE];
+        for sb in 0..=nsb {
+            if sb < nsb {
+                let b = act.b.as_ptr().add((t * nsb + sb) * 4 * TILE_BYTES);
+                let off = sb * QK_K;
+                let (w2, w1, w0) = (p2.add(off), p1.add(off), p0.add(off));
+                let dst = c[sb % 2].as_mut_ptr();
+                // tmm0..2: the sums of planes 2, 1, 0; tmm3: activations; tmm4..6: planes.
+                macro_rules! chunk {
+                    ($c:literal) => {
+                        concat!(
+                            "tileloadd tmm3, [{b} + {s64}*1 + ",
+                            $c,
+                            " * 1024]\n",
+                            "tileloadd tmm4, [{w2} + {sk}*1 + ",
+                            $c,
+                            " * 64]\n",
+                            "tileloadd tmm5, [{w1} + {sk}*1 + ",
+                            $c,
+                            " * 64]\n",
+                            "tileloadd tmm6, [{w0} + {sk}*1 + ",
+                            $c,
+                            " * 64]\n",
+                            "tdpbssd tmm0, tmm4, tmm3\n",
+                            "tdpbssd tmm1, tmm5, tmm3\n",
+                            "tdpbssd tmm2, tmm6, tmm3\n",
+                        )
+                    };
+                }
+                asm!(
+                    "tilezero tmm0",
+                    "tilezero tmm1",
+                    "tilezero tmm2",
+                    chunk!("0"),
+                    chunk!("1"),
+                    chunk!("2"),
+                    chunk!("3"),
+                    "tilestored [{dst} + {s64}*1], tmm0",
+                    "tilestored [{dst} + {s64}*1 + 1024], tmm1",
+                    "tilestored [{dst} + {s64}*1 + 2048], tmm2",
+                    b = in(reg) b,
+                    w2 = in(reg) w2,
+                    w1 = in(reg) w1,
+                    w0 = in(reg) w0,
+                    dst = in(reg) dst,
+                    s64 = in(reg) KC,
+                    sk = in(reg) k,
+                    options(nostack),
+                );
+            }
+            if sb > 0 {
+                let sb = sb - 1;
+                let cs = c[sb % 2].as_ptr();
+                let dx = _mm512_loadu_ps(act.d.as_ptr().add((t * nsb + sb) * TILE));
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let at = |plane: usize| {
+                        _mm512_loadu_si512(cs.add((plane * TILE + r) * TILE) as *const _)
+                    };
+                    let isum = _mm512_add_epi32(
+                        _mm512_add_epi32(_mm512_slli_epi32(at(0), 8), _mm512_slli_epi32(at(1), 4)),
+                        at(2),
+                    );
+                    // As the scalar order: acc += isum * (d_x * d_w), one rounding each.
+                    let d = _mm512_mul_ps(dx, _mm512_set1_ps(group.d[sb * TILE + r]));
                     *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), d, *acc);
                 }
             }

@@ -13,9 +13,10 @@
 //! (exact integer sums per super-block, one fused multiply-add each). The scalar code
 //! in `scalar.rs` follows the same lanes, so it gives bit-identical results; it runs
 //! where AVX2 is missing and is the oracle of the SIMD code's tests. One exception: on
-//! CPUs with AMX, Q5_0 and Q8_0 products of a prompt chunk (64 rows or more) sum each
-//! block exactly before its multiply-add (`amx::matmul_signed`), which rounds
-//! differently in the last bits; decoding and speculation keep llama.cpp's order.
+//! CPUs with AMX, Q5_0, Q8_0 and Q6_K products of a prompt chunk (64 rows or more) sum
+//! each (super-)block exactly before its multiply-add (`amx::matmul_signed`,
+//! `amx::matmul_q6_k`), which rounds differently in the last bits; decoding and
+//! speculation keep llama.cpp's order.
 
 #[cfg(target_arch = "x86_64")]
 mod amx;
@@ -425,7 +426,7 @@ impl QMatrix {
             WeightType::Q8_0 | WeightType::Q5_0 => {
                 let xq: Vec<BlockQ8_0> = quantize_rows(x, self.k, quantize_q8_0);
                 #[cfg(target_arch = "x86_64")]
-                if m >= amx::SIGNED_MIN_ROWS && isa != Isa::Scalar && amx::available() {
+                if m >= amx::REORDERED_MIN_ROWS && isa != Isa::Scalar && amx::available() {
                     return amx::matmul_signed(self.kind, w, n, self.k, &xq, m);
                 }
                 let dot = if self.kind == WeightType::Q8_0 {
@@ -449,6 +450,14 @@ impl QMatrix {
                     && amx::available()
                 {
                     return amx::matmul_q4_k(w, n, self.k, &xq, m);
+                }
+                #[cfg(target_arch = "x86_64")]
+                if self.kind == WeightType::Q6K
+                    && m >= amx::REORDERED_MIN_ROWS
+                    && isa != Isa::Scalar
+                    && amx::available()
+                {
+                    return amx::matmul_q6_k(w, n, self.k, &xq, m);
                 }
                 let dot = if self.kind == WeightType::Q4K {
                     dot!(dot_q4_k, dot_q4_k_n)

@@ -204,6 +204,31 @@ pub fn dot_q6_k(w: &[u8], x: &[BlockQ8K]) -> f32 {
     hsum8(acc)
 }
 
+/// Q6_K in the order of the AMX prompt kernel (`amx::matmul_q6_k`): each super-block's
+/// `Σ scale · (q - 32) · y` summed exactly, then one fused multiply-add per super-block.
+/// Not llama.cpp's order (`dot_q6_k`'s eight lanes): the two differ in the last bits.
+#[cfg_attr(not(test), allow(dead_code))]
+pub fn dot_q6_k_by_superblock(w: &[u8], x: &[BlockQ8K]) -> f32 {
+    let mut acc = 0f32;
+    for (wb, xb) in w.chunks_exact(WeightType::Q6K.block_bytes()).zip(x) {
+        let d = xb.d * f16_at(wb, 208);
+        let mut isum = 0i32;
+        for h in 0..2 {
+            for (k, values) in q6_k_half(&wb[64 * h..128], &wb[128 + 32 * h..192])
+                .iter()
+                .enumerate()
+            {
+                for (l, &q) in values.iter().enumerate() {
+                    let p = 128 * h + 32 * k + l;
+                    isum += wb[192 + p / 16] as i8 as i32 * (q - 32) * xb.qs[p] as i32;
+                }
+            }
+        }
+        acc = (isum as f32).mul_add(d, acc);
+    }
+    acc
+}
+
 /// One block to f32 as ggml's `dequantize_row_*`.
 pub fn dequantize_block(kind: WeightType, b: &[u8], out: &mut [f32]) {
     match kind {

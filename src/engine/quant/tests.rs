@@ -392,8 +392,16 @@ fn amx_q4_k_equals_scalar_bit_for_bit() {
     }
 }
 
+/// `Σ |w_t x_t|` over weight row `r` and activation row `x`: the size of the terms a dot
+/// product adds, against which two orders' roundings are compared.
+fn magnitude(w: &QMatrix, r: usize, x: &[f32]) -> f32 {
+    let mut row = vec![0f32; w.k];
+    w.dequantize_row(r, &mut row);
+    row.iter().zip(x).map(|(a, b)| (a * b).abs()).sum()
+}
+
 /// The AMX Q5_0/Q8_0 product gives `scalar::dot_32_by_block`'s results bit for bit,
-/// ragged tiles included, and `matmul` takes it only from `SIGNED_MIN_ROWS` rows: below,
+/// ragged tiles included, and `matmul` takes it only from `REORDERED_MIN_ROWS` rows: below,
 /// the results are llama.cpp's order (`scalar::dot_q5_0`), as decoding computes them.
 #[cfg(target_arch = "x86_64")]
 #[test]
@@ -412,7 +420,7 @@ fn amx_signed_formats_equal_the_block_order_bit_for_bit() {
             }
         };
         // Below the threshold: llama.cpp's order, AMX or not.
-        let (m, n, k) = (amx::SIGNED_MIN_ROWS - 1, 5, 3 * QK);
+        let (m, n, k) = (amx::REORDERED_MIN_ROWS - 1, 5, 3 * QK);
         let w = matrix(kind, n, k, &mut rng);
         let x = random_activations(m * k, &mut rng);
         let xq = quantize_q8_0(&x);
@@ -452,10 +460,10 @@ fn amx_signed_formats_equal_the_block_order_bit_for_bit() {
                         "{kind:?} m {m} n {n} k {k}: [{a}, {r}] {v} vs {want}"
                     );
                     let lanes = lane_order(&w, &xq, a, r);
-                    // Different roundings of one sum (with cancellation: terms reach ±10).
+                    let scale = magnitude(&w, r, &x[a * k..(a + 1) * k]);
                     assert!(
-                        (v - lanes).abs() <= 1e-4 * (1.0 + lanes.abs()),
-                        "{v} vs {lanes}"
+                        (v - lanes).abs() <= 1e-6 * scale,
+                        "{v} vs {lanes} ({scale})"
                     );
                     differs += usize::from(v.to_bits() != lanes.to_bits());
                 }
@@ -464,9 +472,84 @@ fn amx_signed_formats_equal_the_block_order_bit_for_bit() {
                 // The two orders are different sums, not one in disguise.
                 assert!(differs > 0, "{kind:?} m {m} n {n} k {k}: no result differs");
             }
-            if m >= amx::SIGNED_MIN_ROWS {
+            if m >= amx::REORDERED_MIN_ROWS {
                 assert_eq!(w.matmul(&x, m), got);
             }
+        }
+    }
+}
+
+/// The AMX Q6_K product gives `scalar::dot_q6_k_by_superblock`'s results bit for bit
+/// (scales of every value from -128 to 127 included), and `matmul` takes it only from
+/// `REORDERED_MIN_ROWS` rows.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn amx_q6_k_equals_the_superblock_order_bit_for_bit() {
+    let mut rng = StdRng::seed_from_u64(13);
+    let (m, n, k) = (amx::REORDERED_MIN_ROWS - 1, 3, QK_K);
+    let w = matrix(WeightType::Q6K, n, k, &mut rng);
+    let x = random_activations(m * k, &mut rng);
+    let xq = quantize_q8_k(&x);
+    let got = w.matmul(&x, m);
+    for a in 0..m {
+        for r in 0..n {
+            let want = scalar::dot_q6_k(
+                &w.bytes[r * w.row_bytes()..][..w.row_bytes()],
+                &xq[a..a + 1],
+            );
+            assert_eq!(got[a * n + r].to_bits(), want.to_bits());
+        }
+    }
+    if !amx::available() {
+        eprintln!("no AMX here (or LCODE_AMX=0): Q6_K keeps to AVX2/scalar");
+        return;
+    }
+    for (m, n, k) in [
+        (16, 16, QK_K),
+        (17, 20, 2 * QK_K),
+        (64, 33, 6 * QK_K),
+        (70, 16, 19 * QK_K),
+    ] {
+        let mut w = matrix(WeightType::Q6K, n, k, &mut rng);
+        if n == 16 {
+            // Every scale, the extremes of both digits included.
+            let bytes = Arc::make_mut(match &mut w.bytes {
+                WeightBytes::Owned(v) => v,
+                WeightBytes::Mapped { .. } => unreachable!(),
+            });
+            for (i, sc) in bytes
+                .chunks_exact_mut(WeightType::Q6K.block_bytes())
+                .flat_map(|b| b[192..208].iter_mut())
+                .enumerate()
+            {
+                *sc = (i % 256) as u8;
+            }
+        }
+        let x = random_activations(m * k, &mut rng);
+        let xq: Vec<BlockQ8K> = x.chunks_exact(k).flat_map(quantize_q8_k).collect();
+        let got = amx::matmul_q6_k(&w.bytes, n, k, &xq, m);
+        let rb = w.row_bytes();
+        for a in 0..m {
+            for r in 0..n {
+                let xa = &xq[a * k / QK_K..(a + 1) * k / QK_K];
+                let row = &w.bytes[r * rb..(r + 1) * rb];
+                let want = scalar::dot_q6_k_by_superblock(row, xa);
+                let v = got[a * n + r];
+                assert_eq!(
+                    v.to_bits(),
+                    want.to_bits(),
+                    "m {m} n {n} k {k}: [{a}, {r}] {v} vs {want}"
+                );
+                let lanes = scalar::dot_q6_k(row, xa);
+                let scale = magnitude(&w, r, &x[a * k..(a + 1) * k]);
+                assert!(
+                    (v - lanes).abs() <= 1e-6 * scale,
+                    "{v} vs {lanes} ({scale})"
+                );
+            }
+        }
+        if m >= amx::REORDERED_MIN_ROWS {
+            assert_eq!(w.matmul(&x, m), got);
         }
     }
 }
