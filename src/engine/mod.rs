@@ -50,8 +50,17 @@ pub const DEFAULT_CTX: usize = 8192;
 /// between steps.
 const PREFILL_STEP: usize = 256;
 
-/// Most draft tokens verified per forward in prompt-lookup speculation.
-const MAX_DRAFT: usize = 8;
+/// Most draft tokens verified per forward in prompt-lookup speculation. The window
+/// doubles while drafts hold, so a run of copied text reaches 31 drafts (32 rows, two
+/// full AMX tiles for the bit-exact Q4_K products): the quality tier's whole-file
+/// rewrite went 1.82x -> 2.04x -> 2.54x over plain decoding at 8, 15 and 31 (one run
+/// each, same binary otherwise). A verification forward (the drafts and the token
+/// before them) must stay under the row counts at which attention and the quantized
+/// products change their rounding, so that it computes each row exactly as decoding.
+const MAX_DRAFT: usize = 31;
+const _: () = assert!(MAX_DRAFT + 1 < attention::TILED_MIN_ROWS);
+#[cfg(target_arch = "x86_64")]
+const _: () = assert!(MAX_DRAFT + 1 < quant::REORDERED_MIN_ROWS);
 
 #[derive(Debug, thiserror::Error, Clone, PartialEq)]
 pub enum EngineError {

@@ -397,7 +397,7 @@ unsafe fn group_times_activations(
 
 /// Activation rows at and above which the products whose tile order differs from the
 /// decode kernels' (Q5_0, Q8_0, Q6_K) go to the tiles. Below it
-/// (decoding, speculation's verification of at most 9 rows, short warm suffixes) the
+/// (decoding, speculation's verification of at most 32 rows, short warm suffixes) the
 /// AVX2 kernels keep llama.cpp's order, so speculation stays token-identical to plain
 /// decoding. 64 is where attention's rounding already switches for a prompt chunk
 /// (`attention::TILED_MIN_ROWS`), as llama.cpp's does.

@@ -20,6 +20,8 @@
 
 #[cfg(target_arch = "x86_64")]
 mod amx;
+#[cfg(target_arch = "x86_64")]
+pub use amx::REORDERED_MIN_ROWS;
 mod avx2;
 pub mod scalar;
 
