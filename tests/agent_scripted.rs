@@ -888,7 +888,9 @@ async fn asked_to_implement_a_named_stub_the_reply_starts_inside_its_body() {
         "{p}"
     );
     assert_eq!(s.read("solution.py"), format!("{doc}    return 2 * x\n"));
-    assert_eq!(s.requests(), 1, "passing examples end the turn");
+    // Passing examples lead to the cross-check's second answer ("never": no code, so
+    // the first stands), then the turn ends.
+    assert_eq!(s.requests(), 2);
 
     // A question about the function is answered freely.
     let mut s = Session::start(
@@ -1007,4 +1009,91 @@ async fn an_edit_that_changes_nothing_in_a_fix_loop_starts_again_from_the_reques
     drop(t);
     assert!(text(&ev).contains("trying again from the request"));
     assert!(s.read("app.py").contains("return 3"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_answer_that_only_fits_its_examples_gives_way_when_two_others_agree() {
+    let doc = "def double(x):\n    \"\"\"Twice x.\n    >>> double(2)\n    4\n    \"\"\"\n";
+    let mut s = Session::start(
+        &[("solution.py", doc)],
+        Script::new([
+            // Inside the stub: right for the example only.
+            " return x + 2\n```\n".to_string(),
+            // From scratch, the whole file: right.
+            format!("solution.py\n```python\n{doc}    return 2 * x\n```\n"),
+            // Sampled, inside the stub: behaves as the second.
+            " return x * 2\n```\n".to_string(),
+            "never".to_string(),
+        ]),
+        Policy::Edits,
+        |_| {},
+    );
+    let ev = s
+        .turn("Implement the function double in solution.py.")
+        .await;
+    assert_eq!(end(&ev), TurnEnd::Answered);
+    assert_eq!(s.read("solution.py"), format!("{doc}    return 2 * x\n"));
+    assert_eq!(s.requests(), 3);
+    // Each candidate is asked from the request alone, the third started inside the stub.
+    for i in 1..3 {
+        assert!(!s.prompt(i).contains("x + 2"), "{}", s.prompt(i));
+    }
+    assert!(s.prompt(2).ends_with("    \"\"\"\n   "), "{}", s.prompt(2));
+    // The candidates are not streamed; the verdict is.
+    let shown = text(&ev);
+    assert!(!shown.contains("x * 2"), "{shown}");
+    assert!(shown.contains("using the second answer"), "{shown}");
+    let verdict = results(&ev);
+    assert!(
+        verdict
+            .iter()
+            .any(|(_, r)| r.contains("a third agrees with the second")),
+        "{verdict:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_answer_is_kept_when_the_second_behaves_alike_or_the_third_sides_with_it() {
+    let doc = "def double(x):\n    \"\"\"Twice x.\n    >>> double(2)\n    4\n    \"\"\"\n";
+    // The second answer is other code with the same behaviour: no third is asked.
+    let mut s = Session::start(
+        &[("solution.py", doc)],
+        Script::new([
+            " return 2 * x\n```\n".to_string(),
+            format!("solution.py\n```python\n{doc}    return x + x\n```\n"),
+            "never".to_string(),
+        ]),
+        Policy::Edits,
+        |_| {},
+    );
+    let ev = s
+        .turn("Implement the function double in solution.py.")
+        .await;
+    assert_eq!(end(&ev), TurnEnd::Answered);
+    assert_eq!(s.read("solution.py"), format!("{doc}    return 2 * x\n"));
+    assert_eq!(s.requests(), 2);
+    assert!(
+        results(&ev)
+            .iter()
+            .any(|(_, r)| r.contains("the answers agree on")),
+        "{:?}",
+        results(&ev)
+    );
+
+    // The answers differ and the third sides with the first: the first stands.
+    let mut s = Session::start(
+        &[("solution.py", doc)],
+        Script::new([
+            " return 2 * x\n```\n".to_string(),
+            format!("solution.py\n```python\n{doc}    return x + 2\n```\n"),
+            " return x * 2\n```\n".to_string(),
+            "never".to_string(),
+        ]),
+        Policy::Edits,
+        |_| {},
+    );
+    s.turn("Implement the function double in solution.py.")
+        .await;
+    assert_eq!(s.read("solution.py"), format!("{doc}    return 2 * x\n"));
+    assert_eq!(s.requests(), 3);
 }

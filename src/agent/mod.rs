@@ -192,6 +192,15 @@ struct Agent {
     allowed_programs: HashSet<String>,
     next_id: u64,
     shutdown: bool,
+    /// While set, the model's text is not streamed: a cross-check's candidate replies.
+    muted: bool,
+    /// The Python function this turn's request asked to implement: its file, its name,
+    /// and the file's text before the turn (see `cross_check`).
+    turn_stub: Option<(String, String, String)>,
+    /// The Python file whose docstring examples passed at the latest check.
+    examples_passed: Option<String>,
+    /// Most new tokens of the next replies, when lower than the configured limit.
+    reply_limit: Option<usize>,
 }
 
 async fn recv_load(
@@ -268,6 +277,10 @@ impl Agent {
             to_attach: Vec::new(),
             pending_notes: Vec::new(),
             force_prefix: None,
+            muted: false,
+            turn_stub: None,
+            examples_passed: None,
+            reply_limit: None,
             allowed_programs: HashSet::new(),
             next_id: 1,
             shutdown: false,
@@ -276,6 +289,9 @@ impl Agent {
     }
 
     fn emit(&self, e: Event) {
+        if self.muted && matches!(e, Event::Text { .. }) {
+            return;
+        }
         let _ = self.events.send(e);
     }
 
@@ -689,6 +705,8 @@ impl Agent {
                     info.count_tokens(t)
                 });
         }
+        self.turn_stub = None;
+        self.examples_passed = None;
         let message = self.compose_user_message(&text);
         self.push_message("user", message);
         let mut retries = 0;
@@ -721,6 +739,15 @@ impl Agent {
                 Flow::Continue(results) => {
                     let results = self.fit_results(results);
                     self.push_message("user", results)
+                }
+                Flow::Answered if fix_attempts == 0 && self.examples_passed.is_some() => {
+                    // The first answer passed its examples, which may be few: check it
+                    // against independent answers before the turn ends.
+                    let flow = match self.cross_check(turn_base, turn_start.clone()).await {
+                        Ok(()) => Flow::Answered,
+                        Err(flow) => flow,
+                    };
+                    return self.end_turn(flow);
                 }
                 other => return self.end_turn(other),
             }
@@ -845,7 +872,8 @@ impl Agent {
                 Err(_) => Prompt::Chat(all),
             }
         };
-        let mut request = GenerateRequest::new(prompt, self.opts.max_reply_tokens.min(room));
+        let limit = self.reply_limit.unwrap_or(self.opts.max_reply_tokens);
+        let mut request = GenerateRequest::new(prompt, limit.min(room));
         if let Some(sampling) = retry_sampling(fix_attempt) {
             request.sampling = sampling;
         }
@@ -1029,11 +1057,12 @@ impl Agent {
             let Ok(text) = std::fs::read_to_string(abs) else {
                 continue;
             };
-            if let Some((_, end)) = merge::python_stubs(&text)
+            if let Some((name, end)) = merge::python_stubs(&text)
                 .into_iter()
                 .find(|(name, _)| named(name))
             {
                 self.force_prefix = Some(stub_reply_start(path, &text, end));
+                self.turn_stub = Some((path.clone(), name, text));
                 return;
             }
         }
@@ -1491,6 +1520,199 @@ impl Agent {
         }
     }
 
+    /// The cross-check of a first answer that passed its docstring examples, where the
+    /// request named the function: a small model's answer often fits the two or three
+    /// examples and nothing else. A second answer is written from the request alone
+    /// (greedy, the model's own whole-file form, not started inside the stub); if both
+    /// pass the examples but behave differently on inputs near the examples'
+    /// (`cross_check.py`), a third, sampled answer breaks the tie, and the second
+    /// replaces the first only when the third behaves as the second does. The candidates
+    /// are not shown or kept in the conversation; a replacement is an edit proposal
+    /// like any other.
+    async fn cross_check(
+        &mut self,
+        turn_base: usize,
+        turn_start: Option<String>,
+    ) -> Result<(), Flow> {
+        let Some((path, name, original)) = self.turn_stub.clone() else {
+            return Ok(());
+        };
+        if self.examples_passed.as_deref() != Some(path.as_str()) {
+            return Ok(());
+        }
+        let Some(first) = self
+            .opts
+            .workspace
+            .resolve(&path)
+            .ok()
+            .and_then(|a| std::fs::read_to_string(a).ok())
+        else {
+            return Ok(());
+        };
+        let id = self.id();
+        self.emit(Event::Action {
+            id,
+            name: "cross-check".into(),
+            detail: format!("{name} in {path}, against answers written from scratch"),
+        });
+        let saved = self.messages.clone();
+        let outcome = self
+            .cross_check_candidates(turn_base, turn_start, &path, &name, &original, &first)
+            .await;
+        self.muted = false;
+        self.messages = saved;
+        if let Some(h) = &self.history {
+            h.reset(&self.messages);
+        }
+        let (summary, replacement) = outcome?;
+        self.emit(Event::ActionResult {
+            id,
+            ok: true,
+            summary: summary.clone(),
+        });
+        if let Some(text) = replacement {
+            self.emit(Event::Text {
+                delta: format!("\n\n({summary}: using the second answer.)\n\n"),
+            });
+            self.propose(vec![Change {
+                path,
+                content: Some(text),
+            }])
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// The candidates of `cross_check` and its verdict: a summary, and the text that
+    /// should replace the first answer, if any.
+    async fn cross_check_candidates(
+        &mut self,
+        turn_base: usize,
+        turn_start: Option<String>,
+        path: &str,
+        name: &str,
+        original: &str,
+        first: &str,
+    ) -> Result<(String, Option<String>), Flow> {
+        let Some(second) = self.candidate(turn_base, None, 0, path, original).await? else {
+            return Ok(("the second answer had no usable code".into(), None));
+        };
+        if second == first {
+            return Ok(("the second answer is the same code".into(), None));
+        }
+        let Some(two) = self.compare_candidates(name, &[first, &second]).await else {
+            return Ok(("the answers could not be compared".into(), None));
+        };
+        if !two.examples_pass[1] {
+            return Ok(("the second answer fails the examples".into(), None));
+        }
+        if two.same[0][1] {
+            return Ok((format!("the answers agree on {} inputs", two.inputs), None));
+        }
+        // Sampled, started inside the stub as the first was: a different try of the
+        // first answer's form.
+        let Some(third) = self
+            .candidate(turn_base, turn_start, CROSS_CHECK_SEED, path, original)
+            .await?
+        else {
+            return Ok((
+                "the answers differ; the third had no usable code".into(),
+                None,
+            ));
+        };
+        let Some(three) = self
+            .compare_candidates(name, &[first, &second, &third])
+            .await
+        else {
+            return Ok(("the answers could not be compared".into(), None));
+        };
+        let differ = format!(
+            "the answers differ on inputs near the examples ({} tried)",
+            three.inputs
+        );
+        if three.examples_pass[2] && three.same[1][2] && !three.same[0][2] {
+            Ok((
+                format!("{differ}; a third agrees with the second"),
+                Some(second),
+            ))
+        } else {
+            Ok((format!("{differ}; the first is kept"), None))
+        }
+    }
+
+    /// One candidate answer to the turn's request, generated out of sight: the file's
+    /// new text, or None when the reply has no block for `path` that merges.
+    async fn candidate(
+        &mut self,
+        turn_base: usize,
+        start: Option<String>,
+        attempt: usize,
+        path: &str,
+        original: &str,
+    ) -> Result<Option<String>, Flow> {
+        self.messages.truncate(turn_base);
+        self.force_prefix = start;
+        self.muted = true;
+        // A whole file and a short note fit; a candidate that rambles is cut, not waited on.
+        let tokens = self.info.as_ref().map_or(0, |i| i.count_tokens(original));
+        self.reply_limit = Some(tokens + CROSS_CHECK_SLACK);
+        let reply = self.generate(attempt).await;
+        self.reply_limit = None;
+        self.muted = false;
+        let reply = reply?;
+        for action in actions::parse(&reply).actions {
+            if let Action::Edit {
+                path: p,
+                lang,
+                content,
+            } = action
+            {
+                let fits = match &p {
+                    Some(p) => self.fix_path(p) == path,
+                    None => lang.is_empty() || lang == "python",
+                };
+                if fits {
+                    return Ok(merge::merge(Some(original), &content, &lang)
+                        .ok()
+                        .map(|m| m.text().to_string()));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Runs `cross_check.py` over the candidates (sandboxed, as the examples are run).
+    async fn compare_candidates(&mut self, name: &str, texts: &[&str]) -> Option<Comparison> {
+        if shell::landlock_abi() == 0 && self.opts.policy != Policy::All {
+            return None;
+        }
+        let dir = tempfile::tempdir().ok()?;
+        let script = dir.path().join("cross_check.py");
+        std::fs::write(&script, include_str!("cross_check.py")).ok()?;
+        let mut command = format!("python3 {}", shell_quote(&script.to_string_lossy()));
+        command.push_str(&format!(" {}", shell_quote(name)));
+        for (i, text) in texts.iter().enumerate() {
+            let file = dir.path().join(format!("candidate_{i}.py"));
+            std::fs::write(&file, text).ok()?;
+            command.push_str(&format!(" {}", shell_quote(&file.to_string_lossy())));
+        }
+        let opts = ShellOptions {
+            root: self.opts.workspace.root().to_path_buf(),
+            timeout: Duration::from_secs(30),
+            max_output: 10_000,
+            sandbox: true,
+        };
+        let r = shell::run(&command, &opts, std::future::pending())
+            .await
+            .ok()?;
+        if !r.success() {
+            return None;
+        }
+        let line = r.output.lines().rev().find(|l| l.starts_with('{'))?;
+        let c: Comparison = serde_json::from_str(line).ok()?;
+        (c.examples_pass.len() == texts.len() && c.same.len() == texts.len()).then_some(c)
+    }
+
     /// Run a Python file's docstring examples, sandboxed: the failure report, or None
     /// when they pass (or there are none, or no sandbox to run them in safely).
     async fn check_examples(&mut self, file: &str) -> Option<String> {
@@ -1520,6 +1742,9 @@ impl Agent {
             .await
             .ok()?;
         let ok = r.success();
+        if ok {
+            self.examples_passed = Some(file.to_string());
+        }
         self.emit(Event::ActionResult {
             id,
             ok,
@@ -1717,6 +1942,27 @@ struct ProposalOutcome {
     files: Vec<String>,
     needs_reply: bool,
     message: String,
+}
+
+/// What `cross_check.py` reports on a set of candidate files.
+#[derive(Debug, serde::Deserialize)]
+struct Comparison {
+    inputs: usize,
+    examples_pass: Vec<bool>,
+    same: Vec<Vec<bool>>,
+}
+
+/// Tokens a cross-check candidate may write beyond the length of the file before the
+/// turn (the function's body, the path line and fences).
+const CROSS_CHECK_SLACK: usize = 400;
+
+/// The sampling "attempt" (its seed) of the cross-check's third answer: past the fix
+/// loop's own seeds.
+const CROSS_CHECK_SEED: usize = 100;
+
+/// A word for `sh`: single-quoted.
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
 }
 
 /// The fix attempt of a turn from which the model starts again from the request
