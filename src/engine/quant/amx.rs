@@ -255,46 +255,84 @@ impl WeightGroup {
     }
 }
 
+/// The frame of every product here: `n` weight rows of `row_bytes` split into groups of
+/// 16, the groups shared among the threads; `group(weights, out)` unpacks one group's
+/// `out.rows` rows, computes them against every activation tile and hands each result
+/// to `out.put`. Returns (m, n).
+fn over_groups(
+    w: &[u8],
+    n: usize,
+    row_bytes: usize,
+    m: usize,
+    group: impl Fn(&[u8], &GroupOut) + Sync,
+) -> Vec<f32> {
+    assert_eq!(w.len(), n * row_bytes);
+    let mut out = vec![0f32; m * n];
+    let shared = super::SharedOut(out.as_mut_ptr());
+    (0..n.div_ceil(TILE)).into_par_iter().for_each(|g| {
+        let rows = TILE.min(n - g * TILE);
+        let w = &w[g * TILE * row_bytes..(g * TILE + rows) * row_bytes];
+        let out = GroupOut {
+            out: &shared,
+            m,
+            n,
+            first: g * TILE,
+            rows,
+        };
+        group(w, &out);
+    });
+    out
+}
+
+/// Where one group's results go: columns `first..first + rows` of the (m, n) output.
+struct GroupOut<'a> {
+    out: &'a super::SharedOut,
+    m: usize,
+    n: usize,
+    first: usize,
+    rows: usize,
+}
+
+impl GroupOut<'_> {
+    /// The result for activation row `a` and weight row `r` of the group (the padding
+    /// rows of ragged tiles are dropped).
+    #[inline(always)]
+    fn put(&self, a: usize, r: usize, v: f32) {
+        if a < self.m && r < self.rows {
+            // SAFETY: `over_groups` gives each group's columns to one task alone, and the
+            // index is inside the (m, n) output.
+            unsafe { *self.out.0.add(a * self.n + self.first + r) = v };
+        }
+    }
+}
+
 /// x: `m` activation rows of `k` values as Q8_K blocks; w: `n` Q4_K rows of `k`.
 /// Returns (m, n), each element bit-identical to `scalar::dot_q4_k`.
 /// Only called when `available()` said yes.
 pub fn matmul_q4_k(w: &[u8], n: usize, k: usize, x: &[BlockQ8K], m: usize) -> Vec<f32> {
     assert!(available(), "AMX kernels called on a CPU without them");
     assert_eq!(x.len(), m * (k / QK_K));
-    let row_bytes = k / QK_K * WeightType::Q4K.block_bytes();
-    assert_eq!(w.len(), n * row_bytes);
     let act = Activations::new(x, m, k / QK_K);
-    let mut out = vec![0f32; m * n];
-    let out_ptr = super::SharedOut(out.as_mut_ptr());
-    (0..n.div_ceil(TILE)).into_par_iter().for_each(|g| {
-        let out_ptr = &out_ptr;
-        let rows = TILE.min(n - g * TILE);
-        let w = &w[g * TILE * row_bytes..(g * TILE + rows) * row_bytes];
+    let row_bytes = k / QK_K * WeightType::Q4K.block_bytes();
+    over_groups(w, n, row_bytes, m, |w, out| {
         GROUP.with_borrow_mut(|group| {
             // SAFETY: `available()` checked AVX2, AVX-512 (F, BW, VNNI) and AMX-INT8, and
             // that this process may use the tiles.
             unsafe {
-                group.fill(w, rows, k);
-                group_times_activations(group, &act, k, |a, r, v| {
-                    if a < m && r < rows {
-                        // SAFETY: this task alone writes columns g*16.. g*16+rows of `out`.
-                        *out_ptr.0.add(a * n + g * TILE + r) = v;
-                    }
-                });
+                group.fill(w, out.rows, k);
+                group_times_activations(group, &act, k, out);
             }
-        });
-    });
-    out
+        })
+    })
 }
 
-/// 16 weight rows times every activation tile: `put(activation row, weight row of the
-/// group, value)`.
+/// 16 weight rows times every activation tile, into `out`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma")]
 unsafe fn group_times_activations(
     group: &WeightGroup,
     act: &Activations,
     k: usize,
-    mut put: impl FnMut(usize, usize, f32),
+    out: &GroupOut,
 ) {
     let nsb = act.nsb;
     asm!("ldtilecfg [{}]", in(reg) &CONFIG, options(nostack, readonly));
@@ -376,7 +414,7 @@ unsafe fn group_times_activations(
             let mut v = [0f32; TILE];
             _mm512_storeu_ps(v.as_mut_ptr(), _mm512_sub_ps(acc[r], acc_m[r]));
             for (a, &v) in v.iter().enumerate() {
-                put(t * TILE + a, r, v);
+                out.put(t * TILE + a, r, v);
             }
         }
     }
@@ -530,30 +568,16 @@ pub fn matmul_signed(
     assert!(matches!(kind, WeightType::Q5_0 | WeightType::Q8_0));
     let blocks = k / QB;
     assert_eq!(x.len(), m * blocks);
-    let row_bytes = blocks * kind.block_bytes();
-    assert_eq!(w.len(), n * row_bytes);
     let act = Activations32::new(x, m, blocks);
-    let mut out = vec![0f32; m * n];
-    let out_ptr = super::SharedOut(out.as_mut_ptr());
-    (0..n.div_ceil(TILE)).into_par_iter().for_each(|g| {
-        let out_ptr = &out_ptr;
-        let rows = TILE.min(n - g * TILE);
-        let w = &w[g * TILE * row_bytes..(g * TILE + rows) * row_bytes];
+    over_groups(w, n, blocks * kind.block_bytes(), m, |w, out| {
         SIGNED_GROUP.with_borrow_mut(|group| {
-            // SAFETY: `available()` checked AVX2, AVX-512 (F, BW, VNNI) and AMX-INT8, and
-            // that this process may use the tiles.
+            // SAFETY: as in `matmul_q4_k`.
             unsafe {
-                group.fill(kind, w, rows, k);
-                signed_group_times_activations(group, &act, k, |a, r, v| {
-                    if a < m && r < rows {
-                        // SAFETY: this task alone writes columns g*16.. g*16+rows of `out`.
-                        *out_ptr.0.add(a * n + g * TILE + r) = v;
-                    }
-                });
+                group.fill(kind, w, out.rows, k);
+                signed_group_times_activations(group, &act, k, out);
             }
-        });
-    });
-    out
+        })
+    })
 }
 
 /// 16 weight rows times every activation tile, block by block: the tiles sum each
@@ -563,7 +587,7 @@ unsafe fn signed_group_times_activations(
     group: &SignedGroup,
     act: &Activations32,
     k: usize,
-    mut put: impl FnMut(usize, usize, f32),
+    out: &GroupOut,
 ) {
     let blocks = act.blocks;
     asm!("ldtilecfg [{}]", in(reg) &SIGNED_CONFIG, options(nostack, readonly));
@@ -608,7 +632,7 @@ unsafe fn signed_group_times_activations(
             let mut v = [0f32; TILE];
             _mm512_storeu_ps(v.as_mut_ptr(), *acc);
             for (a, &v) in v.iter().enumerate() {
-                put(t * TILE + a, r, v);
+                out.put(t * TILE + a, r, v);
             }
         }
     }
@@ -740,39 +764,26 @@ impl Q6Group {
 pub fn matmul_q6_k(w: &[u8], n: usize, k: usize, x: &[BlockQ8K], m: usize) -> Vec<f32> {
     assert!(available(), "AMX kernels called on a CPU without them");
     assert_eq!(x.len(), m * (k / QK_K));
-    let row_bytes = k / QK_K * WeightType::Q6K.block_bytes();
-    assert_eq!(w.len(), n * row_bytes);
     let act = Activations::new(x, m, k / QK_K);
-    let mut out = vec![0f32; m * n];
-    let out_ptr = super::SharedOut(out.as_mut_ptr());
-    (0..n.div_ceil(TILE)).into_par_iter().for_each(|g| {
-        let out_ptr = &out_ptr;
-        let rows = TILE.min(n - g * TILE);
-        let w = &w[g * TILE * row_bytes..(g * TILE + rows) * row_bytes];
+    let row_bytes = k / QK_K * WeightType::Q6K.block_bytes();
+    over_groups(w, n, row_bytes, m, |w, out| {
         Q6_GROUP.with_borrow_mut(|group| {
             // SAFETY: as in `matmul_q4_k`.
             unsafe {
-                group.fill(w, rows, k);
-                q6_k_group_times_activations(group, &act, k, |a, r, v| {
-                    if a < m && r < rows {
-                        // SAFETY: this task alone writes columns g*16.. g*16+rows of `out`.
-                        *out_ptr.0.add(a * n + g * TILE + r) = v;
-                    }
-                });
+                group.fill(w, out.rows, k);
+                q6_k_group_times_activations(group, &act, k, out);
             }
-        });
-    });
-    out
+        })
+    })
 }
 
-/// 16 Q6_K weight rows times every activation tile: `put(activation row, weight row of
-/// the group, value)`.
+/// 16 Q6_K weight rows times every activation tile, into `out`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma")]
 unsafe fn q6_k_group_times_activations(
     group: &Q6Group,
     act: &Activations,
     k: usize,
-    mut put: impl FnMut(usize, usize, f32),
+    out: &GroupOut,
 ) {
     let nsb = act.nsb;
     asm!("ldtilecfg [{}]", in(reg) &CONFIG, options(nostack, readonly));
@@ -853,7 +864,7 @@ unsafe fn q6_k_group_times_activations(
             let mut v = [0f32; TILE];
             _mm512_storeu_ps(v.as_mut_ptr(), *acc);
             for (a, &v) in v.iter().enumerate() {
-                put(t * TILE + a, r, v);
+                out.put(t * TILE + a, r, v);
             }
         }
     }
