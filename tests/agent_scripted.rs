@@ -1097,3 +1097,36 @@ async fn a_first_answer_is_kept_when_the_second_behaves_alike_or_the_third_sides
     assert_eq!(s.read("solution.py"), format!("{doc}    return 2 * x\n"));
     assert_eq!(s.requests(), 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn examples_written_as_arrows_are_checked_too() {
+    // HumanEval writes many docstrings' examples so, which doctest does not read.
+    let doc =
+        "def double(x):\n    \"\"\"Twice x.\n    double(2) == 4\n    double(0) => 0\n    \"\"\"\n";
+    let mut s = Session::start(
+        &[("solution.py", doc)],
+        Script::new([
+            " return x + 2\n```\n".to_string(),
+            format!("```python\n{doc}    return 2 * x\n```\n"),
+            "never".to_string(),
+        ]),
+        Policy::Edits,
+        |_| {},
+    );
+    let ev = s
+        .turn("Implement the function double in solution.py.")
+        .await;
+    assert_eq!(end(&ev), TurnEnd::Answered);
+    let fix = s.prompt(1);
+    assert!(
+        fix.contains("docstring examples in solution.py fail"),
+        "{fix}"
+    );
+    assert!(
+        fix.contains("double(0)\nExpected:\n    0\nGot:\n    2"),
+        "{fix}"
+    );
+    assert_eq!(s.read("solution.py"), format!("{doc}    return 2 * x\n"));
+    // Passing after a fix: no cross-check, so the turn ends here.
+    assert_eq!(s.requests(), 2);
+}

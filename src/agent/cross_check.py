@@ -1,6 +1,11 @@
 """Compare implementations of one Python function: lcode's cross-check.
 
 usage: python3 cross_check.py FUNCTION FILE...
+       python3 cross_check.py --examples FUNCTION FILE
+
+The second form runs the examples of a docstring written as `f(x) == y` (or `=>`, `==>`,
+`->`, `➞`) instead of `>>>`, which doctest does not read, and prints {"examples": N,
+"failures": "..."}, the failures in doctest's words.
 
 Each FILE is a whole module holding FUNCTION. The inputs are the calls of FUNCTION in the
 first file's docstring examples (`>>> FUNCTION(...)` with literal arguments), and for each
@@ -18,6 +23,7 @@ import ast
 import copy
 import doctest
 import json
+import re
 import signal
 import sys
 import types
@@ -35,12 +41,63 @@ def load(path):
     module.__file__ = path
     with open(path) as f:
         source = f.read()
+    module.__lcode_source__ = source
     exec(compile(source, path, "exec"), module.__dict__)
     return module, source
 
 
+# `f(3, 4) == 6.00`, `f(2) => true`, `f([]) ➞ []`: a call, an arrow, an expected value.
+ARROW = re.compile(r"^(?P<call>\w+\(.*\))\s*(?:==>|==|=>|->|➞|→)\s*(?P<want>.+?)\s*$")
+
+
+def literal(text):
+    text = text.strip().rstrip(".,;")
+    for word, value in (("true", "True"), ("false", "False"), ("none", "None")):
+        if text.lower() == word:
+            text = value
+    return ast.literal_eval(text)
+
+
+def arrow_examples(source, name):
+    """(args, expected) of each `name(...) == value` line with literal arguments."""
+    out = []
+    for line in source.splitlines():
+        m = ARROW.match(line.strip())
+        if not m:
+            continue
+        try:
+            node = ast.parse(m.group("call"), mode="eval").body
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)):
+                continue
+            if node.func.id != name or node.keywords:
+                continue
+            out.append(([ast.literal_eval(a) for a in node.args], literal(m.group("want"))))
+        except (SyntaxError, ValueError):
+            continue
+    return out
+
+
+def arrow_failures(function, examples):
+    failures = []
+    for args, want in examples:
+        got = result(function, args)
+        if got != "=" + repr(want) and not (
+            got.startswith("=") and isinstance(want, float) and close(got[1:], want)
+        ):
+            call = f"{function.__name__}({', '.join(map(repr, args))})"
+            failures.append(f"Failed example:\n    {call}\nExpected:\n    {want!r}\nGot:\n    {got[1:]}")
+    return failures
+
+
+def close(got, want):
+    try:
+        return abs(float(got) - want) <= 1e-6 * max(1.0, abs(want))
+    except ValueError:
+        return False
+
+
 def example_calls(source, name):
-    calls = []
+    calls = [args for args, _ in arrow_examples(source, name)]
     for line in source.splitlines():
         line = line.strip()
         if not line.startswith(">>> "):
@@ -126,6 +183,9 @@ def examples_pass(module, name):
     function = getattr(module, name, None)
     if function is None:
         return False
+    arrows = arrow_examples(inspect_source(module), name)
+    if arrows and arrow_failures(function, arrows):
+        return False
     runner = doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE)
     signal.signal(signal.SIGALRM, on_alarm)
     try:
@@ -141,7 +201,24 @@ def examples_pass(module, name):
     return runner.failures == 0
 
 
+def inspect_source(module):
+    return getattr(module, "__lcode_source__", "")
+
+
+def examples_main(name, path):
+    module, source = load(path)
+    function = getattr(module, name, None)
+    examples = arrow_examples(source, name)
+    if function is None or not examples:
+        print(json.dumps({"examples": 0, "failures": ""}))
+        return
+    failures = arrow_failures(function, examples)
+    print(json.dumps({"examples": len(examples), "failures": "\n".join(failures)}))
+
+
 def main():
+    if sys.argv[1] == "--examples":
+        return examples_main(sys.argv[2], sys.argv[3])
     name, files = sys.argv[1], sys.argv[2:]
     modules = []
     for path in files:

@@ -1687,24 +1687,16 @@ impl Agent {
             return None;
         }
         let dir = tempfile::tempdir().ok()?;
-        let script = dir.path().join("cross_check.py");
-        std::fs::write(&script, include_str!("cross_check.py")).ok()?;
-        let mut command = format!("python3 {}", shell_quote(&script.to_string_lossy()));
+        let mut command = cross_check_command(dir.path())?;
         command.push_str(&format!(" {}", shell_quote(name)));
         for (i, text) in texts.iter().enumerate() {
             let file = dir.path().join(format!("candidate_{i}.py"));
             std::fs::write(&file, text).ok()?;
             command.push_str(&format!(" {}", shell_quote(&file.to_string_lossy())));
         }
-        let opts = ShellOptions {
-            root: self.opts.workspace.root().to_path_buf(),
-            timeout: Duration::from_secs(30),
-            max_output: 10_000,
-            sandbox: true,
-        };
-        let r = shell::run(&command, &opts, std::future::pending())
-            .await
-            .ok()?;
+        let r = self
+            .run_sandboxed(&command, Duration::from_secs(30))
+            .await?;
         if !r.success() {
             return None;
         }
@@ -1713,17 +1705,80 @@ impl Agent {
         (c.examples_pass.len() == texts.len() && c.same.len() == texts.len()).then_some(c)
     }
 
+    /// The examples of the turn's function written as `f(x) == y` (`=>`, `->`, `➞`),
+    /// which doctest does not read: run by `cross_check.py --examples`, with the same
+    /// events and the same failure report as `check_examples`.
+    async fn check_arrow_examples(&mut self, file: &str) -> Option<String> {
+        let name = match &self.turn_stub {
+            Some((path, name, _)) if path == file => name.clone(),
+            _ => return None,
+        };
+        let dir = tempfile::tempdir().ok()?;
+        let command = format!(
+            "{} --examples {} {}",
+            cross_check_command(dir.path())?,
+            shell_quote(&name),
+            shell_quote(file)
+        );
+        let r = self
+            .run_sandboxed(&command, Duration::from_secs(10))
+            .await?;
+        let line = r.output.lines().rev().find(|l| l.starts_with('{'))?;
+        let report: ArrowReport = serde_json::from_str(line).ok()?;
+        if report.examples == 0 {
+            return None;
+        }
+        let id = self.id();
+        self.emit(Event::Action {
+            id,
+            name: "check".into(),
+            detail: format!("docstring examples of {file}"),
+        });
+        let ok = r.success() && report.failures.is_empty();
+        if ok {
+            self.examples_passed = Some(file.to_string());
+        }
+        self.emit(Event::ActionResult {
+            id,
+            ok,
+            summary: if ok {
+                "the examples pass".into()
+            } else {
+                "the examples fail".into()
+            },
+        });
+        (!ok).then_some(report.failures)
+    }
+
+    /// A command run in the repository root in the sandbox, its output cut to 10,000
+    /// bytes.
+    async fn run_sandboxed(
+        &mut self,
+        command: &str,
+        timeout: Duration,
+    ) -> Option<shell::ShellResult> {
+        let opts = ShellOptions {
+            root: self.opts.workspace.root().to_path_buf(),
+            timeout,
+            max_output: 10_000,
+            sandbox: true,
+        };
+        shell::run(command, &opts, std::future::pending())
+            .await
+            .ok()
+    }
+
     /// Run a Python file's docstring examples, sandboxed: the failure report, or None
     /// when they pass (or there are none, or no sandbox to run them in safely).
     async fn check_examples(&mut self, file: &str) -> Option<String> {
         let abs = self.opts.workspace.resolve(file).ok()?;
         let text = std::fs::read_to_string(&abs).ok()?;
-        if !text.lines().any(|l| l.trim_start().starts_with(">>> ")) {
-            return None;
-        }
         // Unapproved code runs only where the sandbox keeps it inside the repository.
         if shell::landlock_abi() == 0 && self.opts.policy != Policy::All {
             return None;
+        }
+        if !text.lines().any(|l| l.trim_start().starts_with(">>> ")) {
+            return self.check_arrow_examples(file).await;
         }
         let id = self.id();
         let command = format!("python3 -m doctest -o NORMALIZE_WHITESPACE {file}");
@@ -1959,6 +2014,23 @@ const CROSS_CHECK_SLACK: usize = 400;
 /// The sampling "attempt" (its seed) of the cross-check's third answer: past the fix
 /// loop's own seeds.
 const CROSS_CHECK_SEED: usize = 100;
+
+/// What `cross_check.py --examples` reports.
+#[derive(Debug, serde::Deserialize)]
+struct ArrowReport {
+    examples: usize,
+    failures: String,
+}
+
+/// `python3 DIR/cross_check.py`, the script written into `dir` (a temporary folder).
+fn cross_check_command(dir: &std::path::Path) -> Option<String> {
+    let script = dir.join("cross_check.py");
+    std::fs::write(&script, include_str!("cross_check.py")).ok()?;
+    Some(format!(
+        "python3 {}",
+        shell_quote(&script.to_string_lossy())
+    ))
+}
 
 /// A word for `sh`: single-quoted.
 fn shell_quote(s: &str) -> String {
