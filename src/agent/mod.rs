@@ -1695,13 +1695,12 @@ impl Agent {
             command.push_str(&format!(" {}", shell_quote(&file.to_string_lossy())));
         }
         let r = self
-            .run_sandboxed(&command, Duration::from_secs(30))
+            .run_sandboxed(&command, Duration::from_secs(30), 10_000)
             .await?;
         if !r.success() {
             return None;
         }
-        let line = r.output.lines().rev().find(|l| l.starts_with('{'))?;
-        let c: Comparison = serde_json::from_str(line).ok()?;
+        let c: Comparison = last_json(&r.output)?;
         (c.examples_pass.len() == texts.len() && c.same.len() == texts.len()).then_some(c)
     }
 
@@ -1721,20 +1720,32 @@ impl Agent {
             shell_quote(file)
         );
         let r = self
-            .run_sandboxed(&command, Duration::from_secs(10))
+            .run_sandboxed(&command, Duration::from_secs(10), 10_000)
             .await?;
-        let line = r.output.lines().rev().find(|l| l.starts_with('{'))?;
-        let report: ArrowReport = serde_json::from_str(line).ok()?;
+        let report: ArrowReport = last_json(&r.output)?;
         if report.examples == 0 {
             return None;
         }
+        let id = self.start_examples_check(file);
+        let ok = r.success() && report.failures.is_empty();
+        self.finish_examples_check(id, file, ok, "the examples fail".into());
+        (!ok).then_some(report.failures)
+    }
+
+    /// The event that a file's docstring examples are being run.
+    fn start_examples_check(&mut self, file: &str) -> u64 {
         let id = self.id();
         self.emit(Event::Action {
             id,
             name: "check".into(),
             detail: format!("docstring examples of {file}"),
         });
-        let ok = r.success() && report.failures.is_empty();
+        id
+    }
+
+    /// The outcome of `start_examples_check`'s run, remembered for the cross-check when
+    /// the examples pass.
+    fn finish_examples_check(&mut self, id: u64, file: &str, ok: bool, failed: String) {
         if ok {
             self.examples_passed = Some(file.to_string());
         }
@@ -1744,23 +1755,23 @@ impl Agent {
             summary: if ok {
                 "the examples pass".into()
             } else {
-                "the examples fail".into()
+                failed
             },
         });
-        (!ok).then_some(report.failures)
     }
 
-    /// A command run in the repository root in the sandbox, its output cut to 10,000
-    /// bytes.
+    /// A command run in the repository root in the sandbox, its output cut to
+    /// `max_output` bytes.
     async fn run_sandboxed(
         &mut self,
         command: &str,
         timeout: Duration,
+        max_output: usize,
     ) -> Option<shell::ShellResult> {
         let opts = ShellOptions {
             root: self.opts.workspace.root().to_path_buf(),
             timeout,
-            max_output: 10_000,
+            max_output,
             sandbox: true,
         };
         shell::run(command, &opts, std::future::pending())
@@ -1780,35 +1791,14 @@ impl Agent {
         if !text.lines().any(|l| l.trim_start().starts_with(">>> ")) {
             return self.check_arrow_examples(file).await;
         }
-        let id = self.id();
+        let id = self.start_examples_check(file);
         let command = format!("python3 -m doctest -o NORMALIZE_WHITESPACE {file}");
-        self.emit(Event::Action {
-            id,
-            name: "check".into(),
-            detail: format!("docstring examples of {file}"),
-        });
-        let opts = ShellOptions {
-            root: self.opts.workspace.root().to_path_buf(),
-            timeout: Duration::from_secs(10),
-            max_output: 2_000,
-            sandbox: true,
-        };
-        let r = shell::run(&command, &opts, std::future::pending())
-            .await
-            .ok()?;
+        let r = self
+            .run_sandboxed(&command, Duration::from_secs(10), 2_000)
+            .await?;
         let ok = r.success();
-        if ok {
-            self.examples_passed = Some(file.to_string());
-        }
-        self.emit(Event::ActionResult {
-            id,
-            ok,
-            summary: if ok {
-                "the examples pass".into()
-            } else {
-                format!("the examples fail ({})", r.status_line())
-            },
-        });
+        let failed = format!("the examples fail ({})", r.status_line());
+        self.finish_examples_check(id, file, ok, failed);
         (!ok).then(|| r.output.trim_end().to_string())
     }
 
@@ -2020,6 +2010,13 @@ const CROSS_CHECK_SEED: usize = 100;
 struct ArrowReport {
     examples: usize,
     failures: String,
+}
+
+/// The last line of `output` that is a JSON object, parsed (the script's report, after
+/// anything a candidate printed).
+fn last_json<T: serde::de::DeserializeOwned>(output: &str) -> Option<T> {
+    let line = output.lines().rev().find(|l| l.starts_with('{'))?;
+    serde_json::from_str(line).ok()
 }
 
 /// `python3 DIR/cross_check.py`, the script written into `dir` (a temporary folder).

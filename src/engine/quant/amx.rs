@@ -304,6 +304,19 @@ impl GroupOut<'_> {
             unsafe { *self.out.0.add(a * self.n + self.first + r) = v };
         }
     }
+
+    /// Activation tile `t`'s results: `sums[r]` holds weight row r against the tile's 16
+    /// activation rows.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn put_tile(&self, t: usize, sums: &[__m512; TILE]) {
+        for (r, sum) in sums.iter().enumerate() {
+            let mut v = [0f32; TILE];
+            _mm512_storeu_ps(v.as_mut_ptr(), *sum);
+            for (a, &v) in v.iter().enumerate() {
+                self.put(t * TILE + a, r, v);
+            }
+        }
+    }
 }
 
 /// x: `m` activation rows of `k` values as Q8_K blocks; w: `n` Q4_K rows of `k`.
@@ -410,13 +423,7 @@ unsafe fn group_times_activations(
                 }
             }
         }
-        for r in 0..TILE {
-            let mut v = [0f32; TILE];
-            _mm512_storeu_ps(v.as_mut_ptr(), _mm512_sub_ps(acc[r], acc_m[r]));
-            for (a, &v) in v.iter().enumerate() {
-                out.put(t * TILE + a, r, v);
-            }
-        }
+        out.put_tile(t, &std::array::from_fn(|r| _mm512_sub_ps(acc[r], acc_m[r])));
     }
     asm!("tilerelease", options(nostack, nomem));
 }
@@ -440,6 +447,15 @@ unsafe fn group_times_activations(
 /// decoding. 64 is where attention's rounding already switches for a prompt chunk
 /// (`attention::TILED_MIN_ROWS`), as llama.cpp's does.
 pub const REORDERED_MIN_ROWS: usize = 64;
+
+/// Activation rows from which `kind`'s products take the tiles (never, for Q4_1).
+pub fn min_rows(kind: WeightType) -> usize {
+    match kind {
+        WeightType::Q4K => MIN_ROWS,
+        WeightType::Q5_0 | WeightType::Q8_0 | WeightType::Q6K => REORDERED_MIN_ROWS,
+        WeightType::Q4_1 => usize::MAX,
+    }
+}
 
 /// Bytes of one block of 32 values in the shared dimension.
 const QB: usize = 32;
@@ -628,13 +644,7 @@ unsafe fn signed_group_times_activations(
                 }
             }
         }
-        for (r, acc) in acc.iter().enumerate() {
-            let mut v = [0f32; TILE];
-            _mm512_storeu_ps(v.as_mut_ptr(), *acc);
-            for (a, &v) in v.iter().enumerate() {
-                out.put(t * TILE + a, r, v);
-            }
-        }
+        out.put_tile(t, &acc);
     }
     asm!("tilerelease", options(nostack, nomem));
 }
@@ -860,13 +870,7 @@ unsafe fn q6_k_group_times_activations(
                 }
             }
         }
-        for (r, acc) in acc.iter().enumerate() {
-            let mut v = [0f32; TILE];
-            _mm512_storeu_ps(v.as_mut_ptr(), *acc);
-            for (a, &v) in v.iter().enumerate() {
-                out.put(t * TILE + a, r, v);
-            }
-        }
+        out.put_tile(t, &acc);
     }
     asm!("tilerelease", options(nostack, nomem));
 }

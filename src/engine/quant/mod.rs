@@ -424,11 +424,14 @@ impl QMatrix {
                 }
             };
         }
+        // Whether this product goes to the AMX tiles (each format from its own row count).
+        #[cfg(target_arch = "x86_64")]
+        let tiles = isa != Isa::Scalar && m >= amx::min_rows(self.kind) && amx::available();
         match self.kind {
             WeightType::Q8_0 | WeightType::Q5_0 => {
                 let xq: Vec<BlockQ8_0> = quantize_rows(x, self.k, quantize_q8_0);
                 #[cfg(target_arch = "x86_64")]
-                if m >= amx::REORDERED_MIN_ROWS && isa != Isa::Scalar && amx::available() {
+                if tiles {
                     return amx::matmul_signed(self.kind, w, n, self.k, &xq, m);
                 }
                 let dot = if self.kind == WeightType::Q8_0 {
@@ -446,20 +449,12 @@ impl QMatrix {
             WeightType::Q4K | WeightType::Q6K => {
                 let xq: Vec<BlockQ8K> = quantize_rows(x, self.k, quantize_q8_k);
                 #[cfg(target_arch = "x86_64")]
-                if self.kind == WeightType::Q4K
-                    && m >= amx::MIN_ROWS
-                    && isa != Isa::Scalar
-                    && amx::available()
-                {
-                    return amx::matmul_q4_k(w, n, self.k, &xq, m);
-                }
-                #[cfg(target_arch = "x86_64")]
-                if self.kind == WeightType::Q6K
-                    && m >= amx::REORDERED_MIN_ROWS
-                    && isa != Isa::Scalar
-                    && amx::available()
-                {
-                    return amx::matmul_q6_k(w, n, self.k, &xq, m);
+                if tiles {
+                    return if self.kind == WeightType::Q4K {
+                        amx::matmul_q4_k(w, n, self.k, &xq, m)
+                    } else {
+                        amx::matmul_q6_k(w, n, self.k, &xq, m)
+                    };
                 }
                 let dot = if self.kind == WeightType::Q4K {
                     dot!(dot_q4_k, dot_q4_k_n)
