@@ -6,22 +6,29 @@
 
 use std::time::Instant;
 
-use lcode::protocol::{EngineStats, Event, TurnEnd};
+use lcode::protocol::{Event, TierEntry, TurnEnd};
 use lcode::tui::app::App;
 use lcode::tui::keys::Keys;
 use lcode::tui::theme::Theme;
 
 fn main() {
-    let tiers = ["tiny", "fast", "quality"]
-        .iter()
-        .map(|t| (t.to_string(), true))
-        .collect();
-    let mut app = App::new(Theme::load("dark", false).unwrap(), Keys::defaults(), tiers);
-    app.on_event(Event::Stats(EngineStats {
+    let mut app = App::new(Theme::load("dark", false).unwrap(), Keys::defaults());
+    app.on_event(Event::Started {
+        tiers: ["tiny", "fast", "quality"]
+            .iter()
+            .map(|t| TierEntry {
+                name: t.to_string(),
+                installed: true,
+            })
+            .collect(),
+        sandbox: true,
+    });
+    app.on_event(Event::ModelLoaded {
         model: "fast".into(),
+        name: "Qwen2.5 Coder 0.5B Instruct".into(),
         context_size: 8192,
-        ..Default::default()
-    }));
+        rss_mb: 880.0,
+    });
     for i in 0..250 {
         app.chat.push(lcode::tui::chat::CellKind::User(format!(
             "question {i}: why does the parser fail on nested lists?"

@@ -7,11 +7,14 @@ use std::path::Path;
 use std::time::Duration;
 
 use lcode::agent::{self, AgentOptions, Policy};
-use lcode::engine::scripted::{Script, Transcript};
+use lcode::engine::scripted::{self, Script, Transcript};
 use lcode::engine::{EngineHandle, Prompt};
-use lcode::protocol::{ApprovalDecision, Event, Op, TurnEnd};
+use lcode::protocol::{ApprovalDecision, Event, LineKind, Op, TurnEnd};
 use lcode::tools::workspace::Workspace;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
+
+/// What the chat template (ChatML) puts after the messages to open the reply.
+const GENERATION_PROMPT: &str = "<|im_start|>assistant\n";
 
 struct Session {
     ops: UnboundedSender<Op>,
@@ -42,10 +45,10 @@ impl Session {
         let state = tempfile::tempdir().unwrap();
         let (engine, transcript) = EngineHandle::scripted(script);
         let ws = Workspace::discover(dir.path()).unwrap();
-        let mut opts = AgentOptions::new(ws, agent::resolve_scripted("fast").unwrap());
+        let mut opts = AgentOptions::new(ws, scripted::source("fast").unwrap());
         opts.policy = policy;
         opts.state_dir = Some(state.path().to_path_buf());
-        opts.resolve_model = agent::resolve_scripted;
+        opts.resolve_model = scripted::source;
         configure(&mut opts);
         let h = agent::spawn(engine, opts);
         Self {
@@ -90,14 +93,42 @@ impl Session {
         self.until(|e| matches!(e, Event::TurnDone { .. })).await
     }
 
-    /// The last message of the `i`-th request to the model.
-    fn prompt(&self, i: usize) -> String {
+    /// The whole `i`-th prompt as text (the agent sends token ids).
+    fn text(&self, i: usize) -> String {
         let t = self.transcript.lock().unwrap();
-        match &t[i].prompt {
-            Prompt::Chat(m) => m.last().unwrap().content.clone(),
-            // A reply with a forced start: the rendered conversation plus that start.
-            Prompt::Raw(text) => text.clone(),
-            other => panic!("a chat prompt, not {other:?}"),
+        let Prompt::Tokens(ids) = &t[i].prompt else {
+            panic!("token ids, not {:?}", t[i].prompt);
+        };
+        let vocab = scripted::model_info("fast").vocab;
+        let bytes: Vec<u8> = ids
+            .iter()
+            .flat_map(|&id| vocab.token_bytes(id).to_vec())
+            .collect();
+        String::from_utf8(bytes).expect("UTF-8")
+    }
+
+    /// The messages of the `i`-th prompt as (role, content), up to the opened assistant
+    /// turn (and whatever forced start follows it).
+    fn messages(&self, i: usize) -> Vec<(String, String)> {
+        self.text(i)
+            .split("<|im_start|>")
+            .skip(1)
+            .filter_map(|m| {
+                let (role, rest) = m.split_once('\n')?;
+                let content = rest.strip_suffix("<|im_end|>\n")?;
+                Some((role.to_string(), content.to_string()))
+            })
+            .collect()
+    }
+
+    /// The last message of the `i`-th prompt; for a reply with a forced start, the
+    /// whole rendered conversation and that start.
+    fn prompt(&self, i: usize) -> String {
+        let text = self.text(i);
+        if text.ends_with(GENERATION_PROMPT) {
+            self.messages(i).pop().expect("a message").1
+        } else {
+            text
         }
     }
 
@@ -241,7 +272,7 @@ async fn approve_none_shows_the_proposal_and_writes_nothing() {
     let ev = s.turn("make f return 10 in app.py").await;
     assert!(ev
         .iter()
-        .any(|e| matches!(e, Event::EditProposed { diff, .. } if diff.contains("+    return 10"))));
+        .any(|e| matches!(e, Event::EditProposed { files } if files[0].hunks[0].lines.iter().any(|l| l.kind == LineKind::Added && l.text == "    return 10"))));
     assert!(ev.iter().any(|e| matches!(e, Event::EditDenied { .. })));
     assert!(ev.iter().any(|e| matches!(e, Event::CommandOutput { output, exit_code: None, .. } if output.contains("does not allow"))));
     assert_eq!(s.read("app.py"), APP);
@@ -313,7 +344,13 @@ async fn ask_mode_waits_for_a_person_per_command_and_per_program() {
     let mut asked = Vec::new();
     loop {
         match s.next().await {
-            Event::ApprovalRequest { id, command } => {
+            Event::ApprovalRequest {
+                id,
+                command,
+                program,
+            } => {
+                // What "always" would allow: the command's program.
+                assert_eq!(program, command.split_whitespace().next().unwrap());
                 let decision = match command.as_str() {
                     "echo one" => ApprovalDecision::AlwaysForProgram,
                     _ => ApprovalDecision::Deny,
@@ -353,14 +390,17 @@ async fn ask_mode_applies_only_the_accepted_hunks_and_undo_restores_the_bytes() 
         })
         .unwrap();
     let ev = s.until(|e| matches!(e, Event::EditProposed { .. })).await;
-    match ev.last() {
-        Some(Event::EditProposed { hunks, .. }) => assert_eq!(hunks, &vec![3]),
+    let second = match ev.last() {
+        Some(Event::EditProposed { files }) => {
+            assert_eq!(files.len(), 1);
+            assert_eq!(files[0].hunks.len(), 3);
+            files[0].hunks[1].id
+        }
         other => panic!("{other:?}"),
-    }
+    };
     s.ops
         .send(Op::SetHunk {
-            file: 0,
-            hunk: 1,
+            hunk: second,
             accepted: false,
         })
         .unwrap();
@@ -727,14 +767,9 @@ async fn a_long_conversation_is_summarised_once_to_fit_the_context() {
         assert_eq!(end(&ev), TurnEnd::Answered);
     }
     assert!(summaries >= 1);
-    let t = s.transcript.lock().unwrap();
-    let Prompt::Chat(last) = &t.last().unwrap().prompt else {
-        panic!()
-    };
+    let last = s.messages(s.requests() - 1);
     assert!(
-        last[1]
-            .content
-            .starts_with("Summary of the earlier conversation"),
+        last[1].1.starts_with("Summary of the earlier conversation"),
         "{:?}",
         last[1]
     );
@@ -763,11 +798,8 @@ async fn the_conversation_is_kept_and_resumed() {
     let ev = s.until(|e| matches!(e, Event::Resumed { .. })).await;
     assert!(matches!(ev.last(), Some(Event::Resumed { messages }) if messages.len() == 2));
     s.turn("second question").await;
-    let t = s.transcript.lock().unwrap();
-    let Prompt::Chat(m) = &t[0].prompt else {
-        panic!()
-    };
-    let contents: Vec<&str> = m.iter().skip(1).map(|m| m.content.as_str()).collect();
+    let m = s.messages(0);
+    let contents: Vec<&str> = m.iter().skip(1).map(|m| m.1.as_str()).collect();
     assert_eq!(
         contents,
         vec!["first question", "first answer", "second question"]
@@ -802,15 +834,11 @@ async fn switching_models_keeps_the_conversation() {
         })
         .unwrap();
     let ev = s
-        .until(|e| matches!(e, Event::Stats(st) if st.model == "quality"))
+        .until(|e| matches!(e, Event::ModelLoaded { model, .. } if model == "quality"))
         .await;
     assert!(ev.iter().any(|e| matches!(e, Event::EngineState(lcode::protocol::EngineState::Loading { model, .. }) if model == "quality")));
     s.turn("second").await;
-    let t = s.transcript.lock().unwrap();
-    let Prompt::Chat(m) = &t[1].prompt else {
-        panic!()
-    };
-    assert_eq!(m.len(), 4, "system, first, one, second");
+    assert_eq!(s.messages(1).len(), 4, "system, first, one, second");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -900,11 +928,10 @@ async fn asked_to_implement_a_named_stub_the_reply_starts_inside_its_body() {
         |_| {},
     );
     s.turn("What should double in solution.py return?").await;
-    let t = s.transcript.lock().unwrap();
     assert!(
-        matches!(t[0].prompt, Prompt::Chat(_)),
-        "no forced start: {:?}",
-        t[0].prompt
+        s.text(0).ends_with(GENERATION_PROMPT),
+        "no forced start: {}",
+        s.text(0)
     );
 }
 
@@ -935,11 +962,8 @@ async fn the_system_prompt_carries_a_repo_map_ranked_by_the_question() {
         |_| {},
     );
     s.turn("Where is Serve defined?").await;
-    let t = s.transcript.lock().unwrap();
-    let Prompt::Chat(m) = &t[0].prompt else {
-        panic!()
-    };
-    let system = &m[0].content;
+    let m = s.messages(0);
+    let system = &m[0].1;
     let map = system.split("Repository map").nth(1).expect("a repo map");
     assert!(
         map.contains("src/server.go\n  func Serve(addr string) error"),
@@ -976,12 +1000,8 @@ async fn a_read_of_a_file_just_shown_forces_a_code_block_for_it() {
     );
     let ev = s.turn("make f in app.py return 5").await;
     assert_eq!(end(&ev), TurnEnd::Answered);
-    let t = s.transcript.lock().unwrap();
-    match &t[1].prompt {
-        Prompt::Raw(text) => assert!(text.ends_with("app.py\n```python\n"), "{text}"),
-        other => panic!("a forced start needs a raw prompt: {other:?}"),
-    }
-    drop(t);
+    let forced = s.text(1);
+    assert!(forced.ends_with("app.py\n```python\n"), "{forced}");
     assert!(s.prompt(0).contains("app.py"));
     assert_eq!(
         s.read("app.py"),

@@ -3,27 +3,39 @@
 //! fails on any mismatch.
 
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
-use lcode::protocol::{EngineState, EngineStats, Event, TurnEnd};
+use lcode::protocol::{
+    DiffLine, EngineState, EngineStats, Event, FileChangeKind, LineKind, ProposedFile,
+    ProposedHunk, TierEntry, TurnEnd,
+};
 use lcode::tui::app::App;
 use lcode::tui::keys::Keys;
 use lcode::tui::render_to_string;
 use lcode::tui::theme::Theme;
 
+/// The agent's first event: the catalog's tiers, and a sandbox.
+fn started() -> Event {
+    Event::Started {
+        tiers: ["tiny", "fast", "quality"]
+            .iter()
+            .map(|t| TierEntry {
+                name: t.to_string(),
+                installed: true,
+            })
+            .collect(),
+        sandbox: true,
+    }
+}
+
 fn app(theme: &str) -> App {
-    let tiers = ["tiny", "fast", "quality"]
-        .iter()
-        .map(|t| (t.to_string(), true))
-        .collect();
-    let mut a = App::new(Theme::load(theme, false).unwrap(), Keys::defaults(), tiers);
-    a.status.sandbox = true;
+    let mut a = App::new(Theme::load(theme, false).unwrap(), Keys::defaults());
+    a.on_event(started());
     a.on_event(Event::EngineState(EngineState::Idle));
-    a.on_event(Event::Stats(EngineStats {
+    a.on_event(Event::ModelLoaded {
         model: "fast".into(),
-        model_name: "Qwen2.5 Coder 0.5B Instruct".into(),
+        name: "Qwen2.5 Coder 0.5B Instruct".into(),
         context_size: 8192,
         rss_mb: 880.0,
-        ..Default::default()
-    }));
+    });
     a
 }
 
@@ -68,7 +80,66 @@ fn stats() -> Event {
     })
 }
 
-const DIFF: &str = "--- a/src/calc.py\n+++ b/src/calc.py\n@@ -1,5 +1,5 @@\n import math\n-def div(a, b):\n+def div(a: float, b: float) -> float:\n     return a / b\n \n \n@@ -10,4 +10,6 @@\n def area(r):\n-    return 3.14 * r * r\n+    return math.pi * r * r\n \n \n@@ -20,3 +22,3 @@\n def main():\n-    print(div(1, 0))\n+    print(div(1, 2))\n";
+/// A proposal of three hunks to `src/calc.py`.
+fn proposal() -> Vec<ProposedFile> {
+    use LineKind::{Added as A, Context as C, Removed as R};
+    let hunk =
+        |id, old: (usize, usize), new: (usize, usize), lines: &[(LineKind, &str)]| ProposedHunk {
+            id,
+            old_start: old.0,
+            old_len: old.1,
+            new_start: new.0,
+            new_len: new.1,
+            lines: lines
+                .iter()
+                .map(|(kind, text)| DiffLine {
+                    kind: *kind,
+                    text: text.to_string(),
+                })
+                .collect(),
+        };
+    vec![ProposedFile {
+        path: "src/calc.py".into(),
+        kind: FileChangeKind::Modify,
+        hunks: vec![
+            hunk(
+                1,
+                (1, 5),
+                (1, 5),
+                &[
+                    (C, "import math"),
+                    (R, "def div(a, b):"),
+                    (A, "def div(a: float, b: float) -> float:"),
+                    (C, "    return a / b"),
+                    (C, ""),
+                    (C, ""),
+                ],
+            ),
+            hunk(
+                2,
+                (10, 4),
+                (10, 6),
+                &[
+                    (C, "def area(r):"),
+                    (R, "    return 3.14 * r * r"),
+                    (A, "    return math.pi * r * r"),
+                    (C, ""),
+                    (C, ""),
+                ],
+            ),
+            hunk(
+                3,
+                (20, 3),
+                (22, 3),
+                &[
+                    (C, "def main():"),
+                    (R, "    print(div(1, 0))"),
+                    (A, "    print(div(1, 2))"),
+                ],
+            ),
+        ],
+    }]
+}
 
 #[test]
 fn empty() {
@@ -155,11 +226,7 @@ fn with_diff() -> App {
     let mut a = app("dark");
     type_text(&mut a, "add types to div");
     a.on_key(key(KeyCode::Enter));
-    a.on_event(Event::EditProposed {
-        diff: DIFF.into(),
-        files: vec!["src/calc.py".into()],
-        hunks: vec![3],
-    });
+    a.on_event(Event::EditProposed { files: proposal() });
     // Reject the second hunk.
     a.on_key(key(KeyCode::Char('j')));
     a.on_key(key(KeyCode::Char('x')));
@@ -179,6 +246,7 @@ fn approval_modal() {
     a.on_event(Event::ApprovalRequest {
         id: 7,
         command: "cargo test --workspace".into(),
+        program: "cargo".into(),
     });
     both("approval", &mut a);
 }
@@ -198,11 +266,13 @@ fn tier_switch_in_progress() {
 
 #[test]
 fn loading_at_start() {
-    let tiers = ["tiny", "fast", "quality"]
-        .iter()
-        .map(|t| (t.to_string(), true))
-        .collect();
-    let mut a = App::new(Theme::load("dark", false).unwrap(), Keys::defaults(), tiers);
+    let mut a = App::new(Theme::load("dark", false).unwrap(), Keys::defaults());
+    // On a machine without Landlock.
+    let mut first = started();
+    if let Event::Started { sandbox, .. } = &mut first {
+        *sandbox = false;
+    }
+    a.on_event(first);
     a.on_event(Event::EngineState(EngineState::Loading {
         model: "fast".into(),
         fraction: 0.25,

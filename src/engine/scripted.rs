@@ -10,10 +10,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::gguf::Hparams;
+use super::handle::Command;
 use super::template::ChatTemplate;
 use super::tokenizer::{Utf8Stream, Vocab};
 use super::{
-    Command, EngineEvent, EngineHandle, GenStats, GenerateRequest, ModelInfo, ModelSource, Prompt,
+    EngineEvent, EngineHandle, GenStats, GenerateRequest, ModelInfo, ModelSource, Prompt,
     StopReason,
 };
 
@@ -78,6 +79,14 @@ impl Script {
 
 /// What a scripted engine was asked, for tests to inspect.
 pub type Transcript = Arc<Mutex<Vec<GenerateRequest>>>;
+
+/// The scripted model called `label` (any name is one).
+pub fn source(label: &str) -> Result<ModelSource, String> {
+    Ok(ModelSource {
+        path: PathBuf::from(format!("scripted/{label}")),
+        tier: Some(label.to_string()),
+    })
+}
 
 pub fn model_info(label: &str) -> ModelInfo {
     ModelInfo {
@@ -181,7 +190,7 @@ fn run(script: Script, rx: std_mpsc::Receiver<Command>, seen: Transcript) {
                     if !delta.is_empty() {
                         text.push_str(&delta);
                         if let Some(cut) =
-                            super::find_stop(&text, &request.stop_strings, delta.len())
+                            super::thread::find_stop(&text, &request.stop_strings, delta.len())
                         {
                             text.truncate(cut);
                             stop = StopReason::StopString;

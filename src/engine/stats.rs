@@ -73,3 +73,8 @@ pub fn physical_cores() -> usize {
         .unwrap_or(1)
         .max(1)
 }
+
+/// Bytes as GiB with two decimals, for memory messages.
+pub fn gib(bytes: u64) -> String {
+    format!("{:.2} GiB", bytes as f64 / (1u64 << 30) as f64)
+}

@@ -1,5 +1,5 @@
-//! Edits as proposals: every change is a unified diff made of hunks before anything is
-//! written. A person (or the approval policy) accepts or rejects hunks; applying writes
+//! Edits as proposals: every change is a set of hunks before anything is written,
+//! handed to the UI once as data ([`Proposal::files_for_review`]). A person (or the approval policy) accepts or rejects hunks; applying writes
 //! the accepted hunks only, all files or none, each by temp file and rename, and refuses
 //! to clobber a file that changed on disk since it was read. Each applied change keeps
 //! the exact previous bytes, so it can be undone.
@@ -8,9 +8,16 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use similar::TextDiff;
 
 use super::workspace::{PathError, Workspace};
+use crate::protocol::{DiffLine, FileChangeKind, LineKind, ProposedFile, ProposedHunk};
+
+/// Hunk ids, unique in the process: a late op about an old proposal's hunk names no
+/// hunk of the new one.
+static NEXT_HUNK_ID: AtomicU64 = AtomicU64::new(1);
 
 /// Context lines around each hunk.
 const CONTEXT: usize = 3;
@@ -28,8 +35,8 @@ pub enum EditError {
         path: String,
         source: std::io::Error,
     },
-    #[error("no hunk {hunk} in file {file} of this proposal")]
-    NoSuchHunk { file: usize, hunk: usize },
+    #[error("no hunk with id {0} in the pending proposal")]
+    NoSuchHunk(u64),
 }
 
 fn io(path: &Path, source: std::io::Error) -> EditError {
@@ -42,14 +49,42 @@ fn io(path: &Path, source: std::io::Error) -> EditError {
 /// One hunk: its place in the old and new text and whether it will be applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hunk {
+    pub id: u64,
     /// 0-based first line and line count in the old text (with context).
     pub old_start: usize,
     pub old_len: usize,
     pub new_start: usize,
     pub new_len: usize,
-    /// The hunk's lines as a unified diff shows them (` `, `-`, `+` prefixed).
-    pub lines: Vec<String>,
+    /// The hunk's lines, context included.
+    pub lines: Vec<DiffLine>,
     pub accepted: bool,
+}
+
+impl Hunk {
+    fn new(old: (usize, usize), new: (usize, usize), lines: Vec<DiffLine>) -> Self {
+        Self {
+            id: NEXT_HUNK_ID.fetch_add(1, Ordering::Relaxed),
+            old_start: old.0,
+            old_len: old.1,
+            new_start: new.0,
+            new_len: new.1,
+            lines,
+            accepted: true,
+        }
+    }
+
+    /// The hunk for review, its first lines 1-based as a unified diff counts them.
+    fn for_review(&self) -> ProposedHunk {
+        let first = |start: usize, len: usize| if len == 0 { start } else { start + 1 };
+        ProposedHunk {
+            id: self.id,
+            old_start: first(self.old_start, self.old_len),
+            old_len: self.old_len,
+            new_start: first(self.new_start, self.new_len),
+            new_len: self.new_len,
+            lines: self.lines.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -116,27 +151,19 @@ impl FileEdit {
         Some(out)
     }
 
-    /// A unified diff of the whole change (all hunks, accepted or not).
-    pub fn unified_diff(&self) -> String {
-        let (a, b) = (
-            self.before.as_deref().unwrap_or(""),
-            self.after.as_deref().unwrap_or(""),
-        );
-        let old_name = if self.is_new() {
-            "/dev/null".to_string()
-        } else {
-            format!("a/{}", self.path)
-        };
-        let new_name = if self.is_delete() {
-            "/dev/null".to_string()
-        } else {
-            format!("b/{}", self.path)
-        };
-        TextDiff::from_lines(a, b)
-            .unified_diff()
-            .context_radius(CONTEXT)
-            .header(&old_name, &new_name)
-            .to_string()
+    /// The file for review.
+    pub fn for_review(&self) -> ProposedFile {
+        ProposedFile {
+            path: self.path.clone(),
+            kind: if self.is_new() {
+                FileChangeKind::Create
+            } else if self.is_delete() {
+                FileChangeKind::Delete
+            } else {
+                FileChangeKind::Modify
+            },
+            hunks: self.hunks.iter().map(Hunk::for_review).collect(),
+        }
     }
 }
 
@@ -153,39 +180,41 @@ fn hunks(before: &str, after: &str) -> Vec<Hunk> {
             let mut lines = Vec::new();
             for op in group {
                 for change in diff.iter_changes(op) {
-                    let sign = match change.tag() {
-                        similar::ChangeTag::Equal => ' ',
-                        similar::ChangeTag::Delete => '-',
-                        similar::ChangeTag::Insert => '+',
+                    let kind = match change.tag() {
+                        similar::ChangeTag::Equal => LineKind::Context,
+                        similar::ChangeTag::Delete => LineKind::Removed,
+                        similar::ChangeTag::Insert => LineKind::Added,
                     };
-                    lines.push(format!(
-                        "{sign}{}",
-                        change.value().trim_end_matches(['\n', '\r'])
-                    ));
+                    lines.push(DiffLine {
+                        kind,
+                        text: change.value().trim_end_matches(['\n', '\r']).to_string(),
+                    });
                 }
             }
-            Hunk {
-                old_start,
-                old_len: old_end - old_start,
-                new_start,
-                new_len: new_end - new_start,
+            Hunk::new(
+                (old_start, old_end - old_start),
+                (new_start, new_end - new_start),
                 lines,
-                accepted: true,
-            }
+            )
         })
         .collect()
 }
 
-fn whole_file_hunk(text: &str, sign: char) -> Hunk {
+fn whole_file_hunk(text: &str, kind: LineKind) -> Hunk {
     let n = text.lines().count();
-    Hunk {
-        old_start: 0,
-        old_len: if sign == '-' { n } else { 0 },
-        new_start: 0,
-        new_len: if sign == '+' { n } else { 0 },
-        lines: text.lines().map(|l| format!("{sign}{l}")).collect(),
-        accepted: true,
-    }
+    let lines = text
+        .lines()
+        .map(|l| DiffLine {
+            kind,
+            text: l.to_string(),
+        })
+        .collect();
+    let side = |k: LineKind| if kind == k { n } else { 0 };
+    Hunk::new(
+        (0, side(LineKind::Removed)),
+        (0, side(LineKind::Added)),
+        lines,
+    )
 }
 
 /// A change over one or more files, waiting for review.
@@ -222,8 +251,8 @@ impl Proposal {
             let hunks = match (&before, &change.content) {
                 (None, None) => continue,
                 (Some(b), Some(a)) if b == a => continue,
-                (None, Some(a)) => vec![whole_file_hunk(a, '+')],
-                (Some(b), None) => vec![whole_file_hunk(b, '-')],
+                (None, Some(a)) => vec![whole_file_hunk(a, LineKind::Added)],
+                (Some(b), None) => vec![whole_file_hunk(b, LineKind::Removed)],
                 (Some(b), Some(a)) => hunks(b, a),
             };
             files.push(FileEdit {
@@ -242,12 +271,14 @@ impl Proposal {
         self.files.is_empty()
     }
 
-    pub fn set_hunk(&mut self, file: usize, hunk: usize, accepted: bool) -> Result<(), EditError> {
+    /// Accept or reject the hunk with this id.
+    pub fn set_hunk(&mut self, id: u64, accepted: bool) -> Result<(), EditError> {
         let h = self
             .files
-            .get_mut(file)
-            .and_then(|f| f.hunks.get_mut(hunk))
-            .ok_or(EditError::NoSuchHunk { file, hunk })?;
+            .iter_mut()
+            .flat_map(|f| f.hunks.iter_mut())
+            .find(|h| h.id == id)
+            .ok_or(EditError::NoSuchHunk(id))?;
         h.accepted = accepted;
         Ok(())
     }
@@ -259,8 +290,9 @@ impl Proposal {
             .for_each(|h| h.accepted = accepted);
     }
 
-    pub fn unified_diff(&self) -> String {
-        self.files.iter().map(FileEdit::unified_diff).collect()
+    /// The proposal as the UI reviews it.
+    pub fn files_for_review(&self) -> Vec<ProposedFile> {
+        self.files.iter().map(FileEdit::for_review).collect()
     }
 }
 
@@ -421,17 +453,32 @@ mod tests {
             BEFORE,
             "nothing written yet"
         );
-        assert!(p.unified_diff().contains("-b\n+B"));
-        p.set_hunk(0, 1, false).unwrap();
+        let diff = crate::protocol::unified_diff(&p.files_for_review());
+        assert!(diff.contains("@@ -1,5 +1,5 @@\n a\n-b\n+B"), "{diff}");
+        let second = p.files[0].hunks[1].id;
+        p.set_hunk(second, false).unwrap();
         let applied = apply(&p).unwrap();
         let want = BEFORE.replace("b\n", "B\n").replace("t\n", "T\n");
         assert_eq!(fs::read_to_string(ws.root().join("x.txt")).unwrap(), want);
         undo(&applied).unwrap();
         assert_eq!(fs::read_to_string(ws.root().join("x.txt")).unwrap(), BEFORE);
         assert!(matches!(
-            p.set_hunk(0, 9, true),
-            Err(EditError::NoSuchHunk { .. })
+            p.set_hunk(u64::MAX, true),
+            Err(EditError::NoSuchHunk(_))
         ));
+    }
+
+    #[test]
+    fn the_review_data_renders_to_the_same_diff_as_similar_writes() {
+        let after = BEFORE.replace("a\n", "").replace("k\n", "K\nk2\n") + "v\n";
+        let (_d, ws) = setup(&[("x.txt", BEFORE)]);
+        let p = Proposal::new(&ws, vec![change("x.txt", Some(&after))]).unwrap();
+        let want = TextDiff::from_lines(BEFORE, after.as_str())
+            .unified_diff()
+            .context_radius(CONTEXT)
+            .header("a/x.txt", "b/x.txt")
+            .to_string();
+        assert_eq!(crate::protocol::unified_diff(&p.files_for_review()), want);
     }
 
     #[test]
@@ -470,7 +517,11 @@ mod tests {
         )
         .unwrap();
         assert!(p.files[0].is_new() && p.files[1].is_delete());
-        assert!(p.unified_diff().contains("--- /dev/null"));
+        let review = p.files_for_review();
+        assert_eq!(review[0].kind, FileChangeKind::Create);
+        assert_eq!(review[1].kind, FileChangeKind::Delete);
+        assert!(crate::protocol::unified_diff(&review)
+            .contains("--- /dev/null\n+++ b/src/new.rs\n@@ -0,0 +1 @@\n+fn main() {}"));
         let applied = apply(&p).unwrap();
         assert_eq!(
             fs::read_to_string(ws.root().join("src/new.rs")).unwrap(),

@@ -11,20 +11,15 @@ use ratatui::widgets::{Paragraph, Widget};
 
 use super::text::highlight;
 use super::theme::Theme;
+use crate::protocol::{LineKind, ProposedFile};
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DiffHunk {
-    pub header: String,
-    pub old_start: usize,
-    pub new_start: usize,
-    pub lines: Vec<String>,
-    pub accepted: bool,
-}
-
+/// A proposed file as the panel shows it: the agent's data and, per hunk, the
+/// person's verdict so far.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DiffFile {
-    pub path: String,
-    pub hunks: Vec<DiffHunk>,
+    pub file: ProposedFile,
+    /// One per hunk of `file`, in order.
+    pub accepted: Vec<bool>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,57 +39,17 @@ pub struct DiffView {
     pub stage: Stage,
 }
 
-fn parse_range(s: &str) -> usize {
-    s.trim_start_matches(['-', '+'])
-        .split(',')
-        .next()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
-}
-
-/// Files and hunks of a unified diff.
-pub fn parse(diff: &str) -> Vec<DiffFile> {
-    let mut files: Vec<DiffFile> = Vec::new();
-    let mut old_name = String::new();
-    for line in diff.lines() {
-        if let Some(name) = line.strip_prefix("--- ") {
-            old_name = name.trim_start_matches("a/").to_string();
-        } else if let Some(name) = line.strip_prefix("+++ ") {
-            let path = if name == "/dev/null" {
-                old_name.clone()
-            } else {
-                name.trim_start_matches("b/").to_string()
-            };
-            files.push(DiffFile {
-                path,
-                hunks: Vec::new(),
-            });
-        } else if line.starts_with("@@") {
-            let mut parts = line.split_whitespace().skip(1);
-            let old_start = parts.next().map(parse_range).unwrap_or(0);
-            let new_start = parts.next().map(parse_range).unwrap_or(0);
-            if let Some(f) = files.last_mut() {
-                f.hunks.push(DiffHunk {
-                    header: line.to_string(),
-                    old_start,
-                    new_start,
-                    lines: Vec::new(),
-                    accepted: true,
-                });
-            }
-        } else if line.starts_with('\\') {
-            // "\ No newline at end of file"
-        } else if let Some(h) = files.last_mut().and_then(|f| f.hunks.last_mut()) {
-            h.lines.push(line.to_string());
-        }
-    }
-    files
-}
-
 impl DiffView {
-    pub fn new(diff: &str) -> Self {
+    /// A proposal to review, every hunk accepted to begin with (as the agent holds it).
+    pub fn new(files: Vec<ProposedFile>) -> Self {
         Self {
-            files: parse(diff),
+            files: files
+                .into_iter()
+                .map(|file| DiffFile {
+                    accepted: vec![true; file.hunks.len()],
+                    file,
+                })
+                .collect(),
             file: 0,
             hunk: 0,
             stage: Stage::Pending,
@@ -102,14 +57,14 @@ impl DiffView {
     }
 
     pub fn hunk_count(&self) -> usize {
-        self.files.iter().map(|f| f.hunks.len()).sum()
+        self.files.iter().map(|f| f.accepted.len()).sum()
     }
 
     pub fn accepted_count(&self) -> usize {
         self.files
             .iter()
-            .flat_map(|f| &f.hunks)
-            .filter(|h| h.accepted)
+            .flat_map(|f| &f.accepted)
+            .filter(|&&a| a)
             .count()
     }
 
@@ -119,7 +74,7 @@ impl DiffView {
             .files
             .iter()
             .enumerate()
-            .flat_map(|(f, file)| (0..file.hunks.len()).map(move |h| (f, h)))
+            .flat_map(|(f, file)| (0..file.accepted.len()).map(move |h| (f, h)))
             .collect();
         let Some(at) = flat.iter().position(|&p| p == (self.file, self.hunk)) else {
             return;
@@ -145,18 +100,19 @@ impl DiffView {
         self.hunk = 0;
     }
 
-    /// Mark the selected hunk; the (file, hunk) it was.
-    pub fn set_current(&mut self, accepted: bool) -> Option<(usize, usize)> {
-        let h = self.files.get_mut(self.file)?.hunks.get_mut(self.hunk)?;
-        h.accepted = accepted;
-        Some((self.file, self.hunk))
+    /// Mark the selected hunk; its id.
+    pub fn set_current(&mut self, accepted: bool) -> Option<u64> {
+        let f = self.files.get_mut(self.file)?;
+        let id = f.file.hunks.get(self.hunk)?.id;
+        f.accepted[self.hunk] = accepted;
+        Some(id)
     }
 
     pub fn set_all(&mut self, accepted: bool) {
         self.files
             .iter_mut()
-            .flat_map(|f| f.hunks.iter_mut())
-            .for_each(|h| h.accepted = accepted);
+            .flat_map(|f| f.accepted.iter_mut())
+            .for_each(|a| *a = accepted);
     }
 
     /// The panel's lines, and the line where the selected hunk starts (for scrolling).
@@ -179,18 +135,20 @@ impl DiffView {
             Stage::Undone => "undone".into(),
         };
         out.push(Line::from(Span::styled(stage, theme.status)));
-        for (fi, file) in self.files.iter().enumerate() {
+        for (fi, view) in self.files.iter().enumerate() {
+            let file = &view.file;
             out.push(Line::from(Span::styled(
                 format!("▸ {}", file.path),
                 theme.assistant.add_modifier(Modifier::BOLD),
             )));
             let lang = file.path.rsplit_once('.').map(|(_, e)| e).unwrap_or("");
             for (hi, h) in file.hunks.iter().enumerate() {
+                let accepted = view.accepted[hi];
                 let selected = fi == self.file && hi == self.hunk;
                 if selected {
                     selected_at = out.len();
                 }
-                let mark = if h.accepted { "[✓]" } else { "[✗]" };
+                let mark = if accepted { "[✓]" } else { "[✗]" };
                 let cursor = if selected && self.stage == Stage::Pending {
                     "▶"
                 } else {
@@ -203,36 +161,32 @@ impl DiffView {
                 };
                 out.push(Line::from(vec![
                     Span::styled(format!("{cursor}{mark} "), style),
-                    Span::styled(h.header.clone(), theme.muted),
+                    Span::styled(h.header(), theme.muted),
                 ]));
-                let body: String = h
-                    .lines
-                    .iter()
-                    .map(|l| format!("{}\n", l.get(1..).unwrap_or("")))
-                    .collect();
+                let body: String = h.lines.iter().map(|l| format!("{}\n", l.text)).collect();
                 let highlighted = highlight(&body, lang, theme);
                 let (mut old_n, mut new_n) = (h.old_start, h.new_start);
                 for (line, spans) in h.lines.iter().zip(highlighted) {
-                    let sign = line.chars().next().unwrap_or(' ');
-                    let (nums, sign_style, line_bg) = match sign {
-                        '-' => {
+                    let sign = line.kind.sign();
+                    let (nums, sign_style, line_bg) = match line.kind {
+                        LineKind::Removed => {
                             old_n += 1;
                             let n = format!("{:>4}      ", old_n - 1);
                             (n, theme.diff_removed, theme.diff_removed_line)
                         }
-                        '+' => {
+                        LineKind::Added => {
                             new_n += 1;
                             let n = format!("     {:>4} ", new_n - 1);
                             (n, theme.diff_added, theme.diff_added_line)
                         }
-                        _ => {
+                        LineKind::Context => {
                             old_n += 1;
                             new_n += 1;
                             let n = format!("{:>4} {:>4} ", old_n - 1, new_n - 1);
                             (n, theme.muted, Style::default())
                         }
                     };
-                    let dim = !h.accepted && sign != ' ';
+                    let dim = !accepted && line.kind != LineKind::Context;
                     let mut row = vec![
                         Span::styled(nums, theme.muted),
                         Span::styled(sign.to_string(), sign_style.patch(line_bg)),
@@ -311,14 +265,58 @@ fn truncate(line: Line<'static>, width: usize) -> Line<'static> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::{DiffLine, FileChangeKind, ProposedHunk};
 
-    const DIFF: &str = "--- a/x.py\n+++ b/x.py\n@@ -1,4 +1,4 @@\n a\n-b\n+B\n c\n d\n@@ -10,3 +10,3 @@\n j\n-k\n+K\n l\n--- /dev/null\n+++ b/new.py\n@@ -0,0 +1,1 @@\n+hello\n";
+    fn hunk(id: u64, old_start: usize, lines: &[(LineKind, &str)]) -> ProposedHunk {
+        let count = |k: LineKind| {
+            lines
+                .iter()
+                .filter(|(l, _)| *l == k || *l == LineKind::Context)
+                .count()
+        };
+        ProposedHunk {
+            id,
+            old_start,
+            old_len: count(LineKind::Removed),
+            new_start: old_start,
+            new_len: count(LineKind::Added),
+            lines: lines
+                .iter()
+                .map(|(kind, text)| DiffLine {
+                    kind: *kind,
+                    text: text.to_string(),
+                })
+                .collect(),
+        }
+    }
+
+    fn file(path: &str, kind: FileChangeKind, hunks: Vec<ProposedHunk>) -> ProposedFile {
+        ProposedFile {
+            path: path.into(),
+            kind,
+            hunks,
+        }
+    }
+
+    use LineKind::{Added as A, Context as C, Removed as R};
 
     #[test]
-    fn parses_files_and_hunks_and_moves_across_them() {
-        let mut v = DiffView::new(DIFF);
-        assert_eq!(v.files.len(), 2);
-        assert_eq!(v.files[1].path, "new.py");
+    fn moves_across_files_and_hunks_and_names_hunks_by_id() {
+        let mut v = DiffView::new(vec![
+            file(
+                "x.py",
+                FileChangeKind::Modify,
+                vec![
+                    hunk(11, 1, &[(C, "a"), (R, "b"), (A, "B"), (C, "c")]),
+                    hunk(12, 10, &[(C, "j"), (R, "k"), (A, "K"), (C, "l")]),
+                ],
+            ),
+            file(
+                "new.py",
+                FileChangeKind::Create,
+                vec![hunk(13, 0, &[(A, "hello")])],
+            ),
+        ]);
         assert_eq!(v.hunk_count(), 3);
         v.step_hunk(true);
         v.step_hunk(true);
@@ -326,16 +324,22 @@ mod tests {
         v.step_hunk(true);
         assert_eq!((v.file, v.hunk), (1, 0));
         v.step_file(false);
-        assert_eq!(v.set_current(false), Some((0, 0)));
+        assert_eq!(v.set_current(false), Some(11));
         assert_eq!(v.accepted_count(), 2);
     }
 
     #[test]
     fn changed_lines_keep_their_syntax_colours_on_a_tint() {
         let theme = Theme::load("dark", false).unwrap();
-        let diff =
-            "--- a/x.py\n+++ b/x.py\n@@ -1,1 +1,1 @@\n-def f(): return 1\n+def f(): return 2\n";
-        let v = DiffView::new(diff);
+        let v = DiffView::new(vec![file(
+            "x.py",
+            FileChangeKind::Modify,
+            vec![hunk(
+                1,
+                1,
+                &[(R, "def f(): return 1"), (A, "def f(): return 2")],
+            )],
+        )]);
         let (lines, _) = v.display_lines(0, &theme, true);
         let code_spans = |prefix: &str| -> Vec<Span<'static>> {
             let l = lines

@@ -1,14 +1,16 @@
-//! The terminal app: `cd repo && lcode`. It draws state from the agent's events and
-//! turns keys into ops; it sees the engine only through those events. The loop selects
-//! over terminal input, agent events, first-use fetch progress and a frame tick that
-//! merges redraw requests (at most ~30 frames a second, only when something changed).
-//! The terminal is restored on every exit path: return, error, and panic.
+//! The terminal app: `cd repo && lcode`. It is handed an [`AgentHandle`]; it draws state
+//! from the agent's events and turns keys into ops, and knows nothing else of the agent,
+//! the engine or the model store. The loop selects over terminal input, agent events
+//! and a frame tick that merges redraw requests (at most ~30 frames a second, only when
+//! something changed). The terminal is restored on every exit path: return, error, and
+//! panic.
 
 pub mod app;
 pub mod chat;
 pub mod composer;
 pub mod diff;
 pub mod keys;
+mod render;
 pub mod text;
 pub mod theme;
 
@@ -26,29 +28,13 @@ use crossterm::terminal::{
 use futures::StreamExt;
 use ratatui::backend::CrosstermBackend;
 use ratatui::Terminal;
-use tokio::sync::mpsc::unbounded_channel;
 
 use self::app::App;
-use crate::agent::{self, AgentOptions, Policy};
-use crate::engine::catalog::Tier;
-use crate::engine::fetch::{self, PullProgress};
-use crate::engine::{EngineOptions, ModelSource};
-use crate::protocol::Op;
-use crate::tools::workspace::Workspace;
+use crate::protocol::{AgentHandle, Op};
 
 pub struct TuiOptions {
-    pub workspace: Workspace,
-    pub model: ModelSource,
-    /// A tier to fetch before loading (first use).
-    pub fetch_first: Option<Tier>,
-    pub ctx: usize,
-    /// Prompt snapshots on disk (`engine::snapshots`).
-    pub prompt_snapshots: bool,
-    pub policy: Policy,
-    pub test_cmd: Option<String>,
     pub theme: theme::Theme,
     pub keys: keys::Keys,
-    pub scripted: bool,
     /// Capture the mouse (the config's `mouse = true`).
     pub mouse: bool,
 }
@@ -109,87 +95,19 @@ impl Drop for TerminalGuard {
     }
 }
 
-pub fn tiers() -> Vec<(String, bool)> {
-    crate::engine::catalog::tiers()
-        .into_iter()
-        .map(|t| {
-            let installed = t.is_installed();
-            (t.name, installed)
-        })
-        .collect()
-}
-
-pub fn run(opts: TuiOptions) -> Result<i32> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    let _guard = TerminalGuard::enter(opts.mouse)?;
-    let result = rt.block_on(event_loop(opts));
-    drop(_guard);
-    rt.shutdown_timeout(Duration::from_secs(1));
+/// Run the app over `agent` until the person quits; on the way out the agent is told
+/// to stop. Runs on the caller's tokio runtime.
+pub async fn run(agent: AgentHandle, opts: TuiOptions) -> Result<i32> {
+    let guard = TerminalGuard::enter(opts.mouse)?;
+    let result = event_loop(agent, opts).await;
+    drop(guard);
     result
 }
 
-async fn event_loop(opts: TuiOptions) -> Result<i32> {
+async fn event_loop(mut agent: AgentHandle, opts: TuiOptions) -> Result<i32> {
     let mut terminal = Terminal::new(CrosstermBackend::new(stdout()))?;
     terminal.clear()?;
-    let tier_list = if opts.scripted {
-        ["tiny", "fast", "quality"]
-            .iter()
-            .map(|t| (t.to_string(), true))
-            .collect()
-    } else {
-        tiers()
-    };
-    let mut app = App::new(opts.theme.clone(), opts.keys.clone(), tier_list);
-    app.status.sandbox = crate::tools::shell::landlock_abi() > 0;
-    let engine = crate::exec::engine(EngineOptions {
-        ctx: opts.ctx,
-        prompt_snapshots: opts.prompt_snapshots,
-        ..Default::default()
-    })?;
-    let mut agent_opts = AgentOptions::new(opts.workspace.clone(), opts.model.clone());
-    agent_opts.policy = opts.policy;
-    agent_opts.test_cmd = opts.test_cmd.clone();
-    agent_opts.state_dir = Some(crate::config::repo_dir(opts.workspace.root()));
-    if opts.scripted {
-        agent_opts.resolve_model = agent::resolve_scripted;
-    }
-
-    // First use: fetch the tier on a blocking thread, with progress in the status panel;
-    // the agent starts once the file is there. Ops typed meanwhile wait.
-    let (fetch_tx, mut fetch_rx) = unbounded_channel::<Result<PullProgress, String>>();
-    let mut agent_opts = Some(agent_opts);
-    let mut agent: Option<agent::AgentHandle> = None;
-    let mut waiting_ops: Vec<Op> = Vec::new();
-    match opts.fetch_first.clone() {
-        Some(tier) => {
-            app.status.fetching = Some((tier.name.clone(), 0.0));
-            app.notice(format!(
-                "first use: fetching the {} tier ({} MB) into {}",
-                tier.name,
-                tier.size >> 20,
-                crate::engine::catalog::model_dir().display()
-            ));
-            tokio::task::spawn_blocking(move || {
-                let tx = fetch_tx.clone();
-                let r = fetch::pull(&tier, &mut |p| {
-                    let _ = tx.send(Ok(p));
-                });
-                if let Err(e) = r {
-                    let _ = fetch_tx.send(Err(format!("{e:#}")));
-                }
-            });
-        }
-        None => {
-            agent = Some(agent::spawn(
-                engine.clone(),
-                agent_opts.take().expect("once"),
-            ));
-        }
-    }
-
+    let mut app = App::new(opts.theme, opts.keys);
     let mut term_events = EventStream::new();
     let mut tick = tokio::time::interval(Duration::from_millis(33));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -200,10 +118,7 @@ async fn event_loop(opts: TuiOptions) -> Result<i32> {
                 match ev {
                     Some(Ok(TermEvent::Key(k))) if k.kind != KeyEventKind::Release => {
                         for op in app.on_key(k) {
-                            match &agent {
-                                Some(a) => { let _ = a.ops.send(op); }
-                                None => waiting_ops.push(op),
-                            }
+                            let _ = agent.ops.send(op);
                         }
                     }
                     Some(Ok(TermEvent::Paste(text))) => app.on_paste(&text),
@@ -219,43 +134,10 @@ async fn event_loop(opts: TuiOptions) -> Result<i32> {
                 }
                 dirty = true;
             }
-            ev = async {
-                match agent.as_mut() {
-                    Some(a) => a.events.recv().await,
-                    None => std::future::pending().await,
-                }
-            } => {
+            ev = agent.events.recv() => {
                 match ev {
                     Some(ev) => app.on_event(ev),
                     None => break,
-                }
-                dirty = true;
-            }
-            p = fetch_rx.recv() => {
-                match p {
-                    Some(Ok(PullProgress::Done { .. })) => {
-                        app.status.fetching = None;
-                        app.notice("fetched and verified; loading");
-                        let a = agent::spawn(engine.clone(), agent_opts.take().expect("once"));
-                        for op in waiting_ops.drain(..) {
-                            let _ = a.ops.send(op);
-                        }
-                        agent = Some(a);
-                    }
-                    Some(Ok(p)) => {
-                        let f = match p {
-                            PullProgress::Downloading { part, parts } => 0.5 * part as f32 / parts.max(1) as f32,
-                            PullProgress::Assembling { bytes, total } => 0.5 + 0.25 * bytes as f32 / total.max(1) as f32,
-                            PullProgress::Verifying { bytes, total } => 0.75 + 0.25 * bytes as f32 / total.max(1) as f32,
-                            PullProgress::Done { .. } => 1.0,
-                        };
-                        if let Some((_, frac)) = &mut app.status.fetching { *frac = f; }
-                    }
-                    Some(Err(e)) => {
-                        app.status.fetching = None;
-                        app.chat.push(chat::CellKind::Error(format!("could not fetch the model: {e}")));
-                    }
-                    None => {}
                 }
                 dirty = true;
             }
@@ -267,11 +149,8 @@ async fn event_loop(opts: TuiOptions) -> Result<i32> {
             }
         }
     }
-    if let Some(a) = &agent {
-        let _ = a.ops.send(Op::Interrupt);
-        let _ = a.ops.send(Op::Shutdown);
-    }
-    engine.shutdown();
+    let _ = agent.ops.send(Op::Interrupt);
+    let _ = agent.ops.send(Op::Shutdown);
     Ok(0)
 }
 

@@ -17,8 +17,8 @@ static PULL: Mutex<()> = Mutex::new(());
 /// The installed path of a catalog tier, pulling it first if needed.
 pub fn model(tier: &str) -> PathBuf {
     let _guard = PULL.lock().unwrap_or_else(|e| e.into_inner());
-    let t = lcode::engine::catalog::tier(tier).expect("a catalog tier");
-    if !lcode::engine::fetch::verify_installed(&t) {
+    let t = lcode::models::catalog::tier(tier).expect("a catalog tier");
+    if !lcode::models::fetch::verify_installed(&t) {
         let out = lcode()
             .args(["models", "pull", tier])
             .stdin(Stdio::null())

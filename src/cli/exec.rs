@@ -4,50 +4,102 @@
 //! 130 interrupted.
 
 use std::io::Write;
+use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
+use clap::Args;
 
+use super::ModelOpts;
 use crate::agent::history::Journal;
 use crate::agent::{self, AgentOptions, Policy};
-use crate::engine::scripted::Script;
-use crate::engine::{EngineHandle, EngineOptions, ModelSource};
-use crate::protocol::{EngineState, Event, Op, TurnEnd};
+use crate::config::Config;
+use crate::engine::{EngineHandle, EngineOptions};
+use crate::protocol::{unified_diff, EngineState, Event, Op, TurnEnd};
 use crate::tools::edit;
 use crate::tools::workspace::Workspace;
 
-pub struct ExecOptions {
-    pub task: String,
-    pub model: ModelSource,
-    pub ctx: usize,
-    /// Prompt snapshots on disk (`engine::snapshots`).
-    pub prompt_snapshots: bool,
-    pub policy: Policy,
-    pub test_cmd: Option<String>,
-    pub json: bool,
-    pub resume: bool,
-    pub max_steps: usize,
+#[derive(Args)]
+pub(crate) struct ExecArgs {
+    #[command(flatten)]
+    model: ModelOpts,
+    /// What may happen without a person: none (show proposals only), edits (apply
+    /// edits, deny commands), all (apply edits, run commands sandboxed).
+    #[arg(long, default_value = "none")]
+    approve: String,
+    /// The repository's test command, run after applied edits.
+    #[arg(long)]
+    test_cmd: Option<String>,
+    /// One JSON object per event and line on stdout.
+    #[arg(long)]
+    json: bool,
+    /// Continue this repository's last conversation.
+    #[arg(long)]
+    resume: bool,
+    /// Revert the last change lcode applied in this repository, then exit.
+    #[arg(long, conflicts_with_all = ["resume", "task"])]
+    undo: bool,
+    /// Model replies per task at most.
+    #[arg(long, default_value_t = 8)]
+    max_steps: usize,
+    /// The task, or `-` to read it from stdin.
+    task: Option<String>,
 }
 
-/// The engine the binary runs: the real one, or with `LCODE_SCRIPT=file.json` the
-/// scripted one (canned replies, for end-to-end tests of the agent and the TUI).
-pub fn engine(options: EngineOptions) -> Result<EngineHandle> {
-    match std::env::var_os("LCODE_SCRIPT").filter(|s| !s.is_empty()) {
-        Some(path) => {
-            let script = Script::from_file(std::path::Path::new(&path))
-                .with_context(|| format!("LCODE_SCRIPT {}", path.to_string_lossy()))?;
-            Ok(EngineHandle::scripted(script).0)
-        }
-        None => Ok(EngineHandle::spawn(options)),
+pub(super) fn run(config: &Config, args: ExecArgs) -> Result<ExitCode> {
+    let cwd = std::env::current_dir().context("the current directory is not readable")?;
+    let ws = Workspace::discover(&cwd).context("the current directory is not readable")?;
+    if args.undo {
+        undo(&ws)?;
+        return Ok(ExitCode::SUCCESS);
     }
-}
-
-/// Is the binary running the scripted engine (`LCODE_SCRIPT`)?
-pub fn scripted() -> bool {
-    std::env::var_os("LCODE_SCRIPT").is_some_and(|s| !s.is_empty())
+    // Nobody is there to ask: the policies that decide without a person.
+    let policy = match args.approve.as_str() {
+        "none" => Policy::None,
+        "edits" => Policy::Edits,
+        "all" => Policy::All,
+        other => bail!("unknown approval policy `{other}`; use none, edits or all"),
+    };
+    let task = match args.task.as_deref() {
+        Some("-") => super::read_stdin()?,
+        Some(t) => t.to_string(),
+        None if args.resume => String::new(),
+        None => {
+            bail!("give a task: lcode exec \"fix the failing test\" (or - to read it from stdin)")
+        }
+    };
+    if task.trim().is_empty() && !args.resume {
+        bail!("the task is empty; write what lcode should do");
+    }
+    let model = if super::scripted() {
+        let label = args.model.model.clone().unwrap_or_else(|| "fast".into());
+        crate::engine::scripted::source(&label).map_err(anyhow::Error::msg)?
+    } else {
+        super::init_threads(&args.model, config);
+        super::model_source(&args.model, config)?
+    };
+    let engine = super::build_engine(EngineOptions {
+        ctx: super::working_ctx(&args.model, config),
+        prompt_snapshots: config.prompt_snapshots.unwrap_or(true),
+        ..Default::default()
+    })?;
+    let mut agent = super::agent_options(
+        ws,
+        model,
+        policy,
+        args.test_cmd.or_else(|| config.test_cmd.clone()),
+    );
+    agent.resume = args.resume;
+    agent.max_steps = args.max_steps.max(1);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let code = rt.block_on(drive(engine, agent, task, args.json))?;
+    Ok(ExitCode::from(code as u8))
 }
 
 /// `lcode exec --undo`: revert the last applied change of this repository.
-pub fn undo(ws: &Workspace) -> Result<()> {
+fn undo(ws: &Workspace) -> Result<()> {
     let journal = Journal::new(&crate::config::repo_dir(ws.root()));
     let (applied, entry) = journal
         .last()
@@ -60,40 +112,22 @@ pub fn undo(ws: &Workspace) -> Result<()> {
     Ok(())
 }
 
-pub fn run(ws: Workspace, opts: ExecOptions) -> Result<i32> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    rt.block_on(drive(ws, opts))
-}
-
-async fn drive(ws: Workspace, opts: ExecOptions) -> Result<i32> {
-    let engine = engine(EngineOptions {
-        ctx: opts.ctx,
-        prompt_snapshots: opts.prompt_snapshots,
-        ..Default::default()
-    })?;
-    let mut agent_opts = AgentOptions::new(ws.clone(), opts.model.clone());
-    agent_opts.policy = opts.policy;
-    agent_opts.test_cmd = opts.test_cmd.clone();
-    agent_opts.state_dir = Some(crate::config::repo_dir(ws.root()));
-    agent_opts.resume = opts.resume;
-    agent_opts.max_steps = opts.max_steps;
-    if scripted() {
-        agent_opts.resolve_model = agent::resolve_scripted;
-    }
-    let mut agent = agent::spawn(engine, agent_opts);
-    let _ = agent.ops.send(Op::UserTurn {
-        text: opts.task.clone(),
-    });
+/// Run the task to the end of its turn, printing events; the exit code.
+async fn drive(
+    engine: EngineHandle,
+    options: AgentOptions,
+    task: String,
+    json: bool,
+) -> Result<i32> {
+    let mut agent = agent::spawn(engine, options);
+    let _ = agent.ops.send(Op::UserTurn { text: task });
     let ops = agent.ops.clone();
     tokio::spawn(async move {
         while tokio::signal::ctrl_c().await.is_ok() {
             let _ = ops.send(Op::Interrupt);
         }
     });
-    let mut out = Printer::new(opts.json);
+    let mut out = Printer::new(json);
     let mut last_error: Option<String> = None;
     let code = loop {
         let Some(ev) = agent.events.recv().await else {
@@ -118,7 +152,7 @@ async fn drive(ws: Workspace, opts: ExecOptions) -> Result<i32> {
     };
     let _ = agent.ops.send(Op::Shutdown);
     out.finish()?;
-    if code == 1 && !opts.json {
+    if code == 1 && !json {
         if let Some(e) = last_error {
             anyhow::bail!(e);
         }
@@ -156,8 +190,13 @@ impl Printer {
 
     fn event(&mut self, ev: &Event) -> Result<()> {
         if self.json {
+            let mut line = serde_json::to_value(ev)?;
+            // A proposal's data, and its unified diff for readers that want one.
+            if let Event::EditProposed { files } = ev {
+                line["diff"] = unified_diff(files).into();
+            }
             let mut o = self.stdout.lock();
-            serde_json::to_writer(&mut o, ev)?;
+            serde_json::to_writer(&mut o, &line)?;
             writeln!(o)?;
             o.flush()?;
             return Ok(());
@@ -176,7 +215,8 @@ impl Printer {
                 ok: false, summary, ..
             } => self.line(&format!("  ✗ {summary}"))?,
             Event::ActionResult { .. } => {}
-            Event::EditProposed { diff, .. } => {
+            Event::EditProposed { files } => {
+                let diff = unified_diff(files);
                 self.line("")?;
                 let mut o = self.stdout.lock();
                 o.write_all(diff.as_bytes())?;
@@ -223,7 +263,12 @@ impl Printer {
             Event::Resumed { messages } => {
                 eprintln!("[resumed a conversation of {} messages]", messages.len())
             }
-            Event::EngineState(_) | Event::Stats(_) | Event::TurnDone { .. } => {}
+            Event::Fetch(_)
+            | Event::Started { .. }
+            | Event::ModelLoaded { .. }
+            | Event::EngineState(_)
+            | Event::Stats(_)
+            | Event::TurnDone { .. } => {}
         }
         Ok(())
     }

@@ -1,0 +1,137 @@
+//! Fitting the conversation into the model's working context, with the exact
+//! tokenizer. Each reply's prompt is rendered with the model's chat template and
+//! tokenized once, here, and goes to the engine as token ids; the engine does not
+//! tokenize it again. When the conversation outgrows the context, older turns are
+//! summarised (an event says so); tool output too long for the room left is cut, with a
+//! note saying how much.
+
+use super::{context, Agent};
+use crate::engine::template::ChatMessage;
+use crate::engine::ModelInfo;
+use crate::protocol::Event;
+
+/// Tokens kept free beyond the reply's own limit (the template's closing tokens and
+/// the note a cut adds).
+const MARGIN: usize = 32;
+
+impl Agent {
+    /// Room kept for the next reply.
+    fn reply_reserve(&self, info: &ModelInfo) -> usize {
+        self.opts.max_reply_tokens.min(info.ctx / 4)
+    }
+
+    /// The system message and the conversation, assistant turn opened, with `start`
+    /// (the reply's forced beginning) after it, as token ids.
+    fn encode_conversation(
+        &self,
+        info: &ModelInfo,
+        messages: &[ChatMessage],
+        start: &str,
+    ) -> Result<Vec<u32>, String> {
+        let mut all = Vec::with_capacity(messages.len() + 1);
+        all.push(ChatMessage::new("system", self.system.clone()));
+        all.extend_from_slice(messages);
+        let text = info.render_chat(&all, true).map_err(|e| e.to_string())? + start;
+        info.vocab.encode(&text).map_err(|e| e.to_string())
+    }
+
+    /// The next reply's prompt as token ids, and how many tokens the reply may take.
+    /// Older turns are summarised first when the conversation outgrows the context
+    /// (again only when it outgrows it a second time). None, with an error event, when
+    /// even then no room is left.
+    pub(super) fn fit_prompt(
+        &mut self,
+        info: &ModelInfo,
+        start: &str,
+    ) -> Option<(Vec<u32>, usize)> {
+        let reserve = self.reply_reserve(info);
+        let mut tokens = match self.encode_conversation(info, &self.messages, start) {
+            Ok(t) => t,
+            Err(e) => {
+                self.error(format!("cannot build the prompt: {e}"));
+                return None;
+            }
+        };
+        if tokens.len() + reserve > info.ctx && self.messages.len() >= 3 {
+            tokens = self.summarise_older(info, start, tokens)?;
+        }
+        let room = info.ctx.saturating_sub(tokens.len() + 8);
+        if room < 64 {
+            self.error(format!(
+                "the conversation fills the {}-token context; /clear it or raise `ctx` in the config",
+                info.ctx
+            ));
+            return None;
+        }
+        Some((tokens, room))
+    }
+
+    /// Keep the latest user message and what follows it; summarise the rest. The new
+    /// prompt's tokens.
+    fn summarise_older(
+        &mut self,
+        info: &ModelInfo,
+        start: &str,
+        before: Vec<u32>,
+    ) -> Option<Vec<u32>> {
+        let keep_from = self
+            .messages
+            .iter()
+            .rposition(|m| m.role == "user" && !m.content.starts_with("[results]"))
+            .unwrap_or(self.messages.len() - 1);
+        let summary = context::summarise(&self.messages[..keep_from]);
+        let mut kept = vec![
+            ChatMessage::new("user", summary.clone()),
+            ChatMessage::new("assistant", "Understood."),
+        ];
+        kept.extend_from_slice(&self.messages[keep_from..]);
+        let after = match self.encode_conversation(info, &kept, start) {
+            Ok(t) => t,
+            Err(e) => {
+                self.error(format!("cannot build the prompt: {e}"));
+                return None;
+            }
+        };
+        self.messages = kept;
+        if let Some(h) = &self.history {
+            h.reset(&self.messages);
+        }
+        self.emit(Event::Summary {
+            text: summary,
+            tokens_before: before.len(),
+            tokens_after: after.len(),
+        });
+        Some(after)
+    }
+
+    /// Cut tool results so that the conversation keeps room for the next reply, with a
+    /// note saying how much was left out. The conversation's size is the engine's count
+    /// for the latest reply (its prompt and the reply), so nothing is tokenized again
+    /// but the results themselves.
+    pub(super) fn fit_results(&self, results: String) -> String {
+        let Some(info) = &self.info else {
+            return results;
+        };
+        let reserve = self.reply_reserve(info) + MARGIN;
+        let room = info.ctx.saturating_sub(self.context_used + reserve);
+        let total = info.count_tokens(&results);
+        if total <= room {
+            return results;
+        }
+        // Keep whole lines while they fit.
+        let mut kept = String::new();
+        let mut tokens = 0;
+        for line in results.split_inclusive('\n') {
+            let t = info.count_tokens(line);
+            if tokens + t + 40 > room {
+                break;
+            }
+            tokens += t;
+            kept.push_str(line);
+        }
+        kept.push_str(&format!(
+            "\n[tool output cut to fit the working context: {tokens} of {total} tokens shown]\n"
+        ));
+        kept
+    }
+}

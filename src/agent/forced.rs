@@ -1,0 +1,105 @@
+//! Forced reply starts. The engine is in-process, so a reply can begin with tokens the
+//! model did not choose; a small model given the right start writes what was asked
+//! instead of prose, a copied-back stub, or a request to read a file it was just shown.
+
+use std::sync::OnceLock;
+
+use regex::Regex;
+
+use super::{merge, verify, Agent};
+
+/// The start of a reply that writes the whole of `path`: its path line and an open
+/// fence in its language.
+pub(super) fn whole_file_start(path: &str) -> String {
+    let lang = match path.rsplit_once('.').map(|(_, e)| e) {
+        Some("py") => "python",
+        Some("rs") => "rust",
+        Some("js") => "javascript",
+        Some("ts") => "typescript",
+        Some(other) => other,
+        None => "",
+    };
+    format!("{path}\n```{lang}\n")
+}
+
+/// The start of an answer to a pasted error: the innermost code frame in the
+/// repository, the likeliest to need the fix (a small model asked to name the file and
+/// line often does not).
+pub(super) fn error_location_start(path: &str, line: usize) -> String {
+    format!("The error is at `{path}` line {line}: ")
+}
+
+impl Agent {
+    /// When a fix is due and one of `paths` is a Python file still holding a function
+    /// that is only its docstring: the start of a reply at that file up to the stub's
+    /// docstring, so the model writes the body instead of copying the stub back.
+    pub(super) fn stub_body_start(&self, paths: &[String]) -> Option<String> {
+        for path in paths.iter().filter(|p| p.ends_with(".py")) {
+            let Ok(abs) = self.opts.workspace.resolve(path) else {
+                continue;
+            };
+            let Ok(text) = std::fs::read_to_string(abs) else {
+                continue;
+            };
+            if let Some(end) = merge::python_stub_end(&text) {
+                return Some(stub_reply_start(path, &text, end));
+            }
+        }
+        None
+    }
+
+    /// A request to implement a function that is a stub in one of the attached Python
+    /// files: the reply starts at that function's body, as `stub_body_start` does for a
+    /// fix. The stub is prompt then, evaluated in one batch rather than copied back a
+    /// token at a time, and the model cannot return it unchanged.
+    pub(super) fn start_at_named_stub(&mut self, request: &str, attached: &[String]) {
+        static ASK: OnceLock<Regex> = OnceLock::new();
+        let ask = ASK.get_or_init(|| {
+            Regex::new(r"(?i)\b(implement|complete|finish|fill in|write the body)").expect("valid")
+        });
+        if self.force_prefix.is_some() || !ask.is_match(request) {
+            return;
+        }
+        let named = |name: &str| {
+            request.match_indices(name).any(|(i, _)| {
+                let before = request[..i].chars().next_back();
+                let after = request[i + name.len()..].chars().next();
+                let word = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
+                !word(before) && !word(after)
+            })
+        };
+        for path in attached.iter().filter(|p| p.ends_with(".py")) {
+            let Ok(abs) = self.opts.workspace.resolve(path) else {
+                continue;
+            };
+            let Ok(text) = std::fs::read_to_string(abs) else {
+                continue;
+            };
+            if let Some((name, end)) = merge::python_stubs(&text)
+                .into_iter()
+                .find(|(name, _)| named(name))
+            {
+                self.force_prefix = Some(stub_reply_start(path, &text, end));
+                self.checks.stub = Some(verify::Stub {
+                    path: path.clone(),
+                    name,
+                    original: text,
+                });
+                return;
+            }
+        }
+    }
+}
+
+/// The start of a reply that rewrites `path` with the stub ending at `end` implemented:
+/// the path, the fence, the file up to the stub's docstring, and the body's first line
+/// begun, indented as the docstring's last line but for one space. A reply that closed
+/// the block here would leave the function empty, and the model's next token
+/// (" return", " for", ...) carries that last space itself, as BPE vocabularies split
+/// code.
+pub(super) fn stub_reply_start(path: &str, text: &str, end: usize) -> String {
+    let last = text[..end].trim_end_matches('\n');
+    let last = &last[last.rfind('\n').map_or(0, |i| i + 1)..];
+    let indent = &last[..(last.len() - last.trim_start().len()).saturating_sub(1)];
+    format!("{path}\n```python\n{}{indent}", &text[..end])
+}

@@ -1,0 +1,316 @@
+//! A turn: the user's message composed with what it points at, then model replies and
+//! their actions in steps until an answer, the step limit or an interrupt. Failing
+//! checks go back to the model a bounded number of times; from the second failure on,
+//! the turn starts again from the request, sampled, instead of repairing.
+
+use super::actions::{self, Action};
+use super::proposals::NO_CHANGE;
+use super::stream::ReplyOptions;
+use super::verify::{self, Check};
+use super::{context, forced, pasted, Agent, Flow};
+use crate::engine::SamplingParams;
+use crate::protocol::{Event, TurnEnd};
+use crate::tools::edit::Change;
+
+/// Malformed or unmatched replies answered with a correction per turn.
+const MAX_RETRIES: usize = 2;
+
+/// The fix attempt of a turn from which the model starts again from the request
+/// instead of repairing its last try: one repair shown the failure, then fresh samples,
+/// as code-generation studies find resampling at least as good as self-repair for the
+/// same budget on small models (Olausson et al., 2023, "Is Self-Repair a Silver Bullet
+/// for Code Generation?").
+const FRESH_FROM_ATTEMPT: usize = 2;
+
+/// Sampling for the `attempt`-th fix of a turn. A small model shown its failure often
+/// writes the same code again: after one greedy fix, later attempts sample (temperature
+/// 0.7, top-p 0.95, a seed per attempt, so a run is reproducible) to try other code.
+pub(super) fn retry_sampling(attempt: usize) -> Option<SamplingParams> {
+    (attempt >= FRESH_FROM_ATTEMPT).then(|| SamplingParams {
+        temperature: 0.7,
+        top_p: 0.95,
+        seed: attempt as u64,
+        ..SamplingParams::default()
+    })
+}
+
+impl Agent {
+    /// The user's message with the files it mentions and the code its errors point at.
+    fn compose_user_message(&mut self, text: &str) -> String {
+        let files = self.repo_files();
+        let mut msg = text.trim_end().to_string();
+        let mut files_shown = String::new();
+        for note in std::mem::take(&mut self.pending_notes) {
+            msg.push_str("\n\n");
+            msg.push_str(&note);
+        }
+        let mut attach: Vec<String> = std::mem::take(&mut self.to_attach);
+        for f in context::mentioned_files(text, &files) {
+            if !attach.contains(&f) {
+                attach.push(f);
+            }
+        }
+        if pasted::looks_like_error(text) {
+            let refs = pasted::references(&self.opts.workspace, text, &files);
+            if !refs.is_empty() {
+                let id = self.id();
+                self.emit(Event::Action {
+                    id,
+                    name: "locate".into(),
+                    detail: refs
+                        .iter()
+                        .map(|r| format!("{}:{}", r.path, r.line))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                });
+                msg.push_str("\n\nThe code at the error's locations in this repository:\n");
+                msg.push_str(&pasted::quote(&self.opts.workspace, &refs, 4, 6));
+                self.emit(Event::ActionResult {
+                    id,
+                    ok: true,
+                    summary: format!("quoted {} locations", refs.len().min(6)),
+                });
+                // The innermost code frame is the likeliest to need the fix: its file is
+                // attached, and the answer starts by naming it.
+                if let Some(p) = pasted::primary(text, &refs) {
+                    if !attach.contains(&p.path) {
+                        attach.push(p.path.clone());
+                    }
+                    self.force_prefix = Some(forced::error_location_start(&p.path, p.line));
+                }
+            }
+        }
+        self.start_at_named_stub(text, &attach);
+        for path in attach {
+            // A file already shown and unchanged need not be shown again.
+            if self.shown_unchanged(&path) {
+                continue;
+            }
+            if let Ok(block) = self.show_file(&path, None) {
+                files_shown.push_str(&block);
+                files_shown.push('\n');
+            }
+        }
+        // The files first, then the request: the order small models are trained on, and
+        // it keeps them from asking to READ what they were just given.
+        if files_shown.is_empty() {
+            msg
+        } else {
+            format!("{files_shown}{msg}")
+        }
+    }
+
+    pub(super) async fn turn(&mut self, text: String) {
+        if let Err(flow) = self.wait_for_model().await {
+            let reason = match flow {
+                Flow::Interrupted => TurnEnd::Interrupted,
+                Flow::Shutdown => {
+                    self.shutdown = true;
+                    TurnEnd::Interrupted
+                }
+                _ => {
+                    self.error("no model is loaded; pick one with /model");
+                    TurnEnd::Error
+                }
+            };
+            self.emit(Event::TurnDone { reason });
+            return;
+        }
+        if self.system.is_empty() || self.messages.is_empty() {
+            let info = self.info.clone().expect("model loaded");
+            self.system =
+                context::system_message(&self.opts.workspace, &text, self.opts.map_tokens, &|t| {
+                    info.count_tokens(t)
+                });
+        }
+        self.checks = verify::TurnChecks::default();
+        let message = self.compose_user_message(&text);
+        self.push_message("user", message);
+        let mut retries = 0;
+        let mut fix_attempts = 0;
+        // Where this turn began, for a fresh attempt (see `FRESH_FROM_ATTEMPT`).
+        let turn_base = self.messages.len();
+        let turn_start = self.force_prefix.clone();
+        for _ in 0..self.opts.max_steps {
+            let how = ReplyOptions {
+                fix_attempt: fix_attempts,
+                ..ReplyOptions::default()
+            };
+            let reply = match self.generate(how).await {
+                Ok(r) => r,
+                Err(flow) => return self.end_turn(flow),
+            };
+            let attempts_before = fix_attempts;
+            let flow = self.act(&reply, &mut retries, &mut fix_attempts).await;
+            match flow {
+                Flow::Continue(_)
+                    if fix_attempts > attempts_before && fix_attempts >= FRESH_FROM_ATTEMPT =>
+                {
+                    // Shown its failing code, a small model mostly repairs it into more
+                    // failing code: start again from the request, sampled, with the
+                    // failed attempts out of sight (the request's prefix is cached, so
+                    // this costs no prefill).
+                    self.messages.truncate(turn_base);
+                    self.force_prefix = turn_start.clone();
+                    self.emit(Event::Text {
+                        delta: "\n\n(The checks still fail: trying again from the request.)\n\n"
+                            .into(),
+                    });
+                }
+                Flow::Continue(results) => {
+                    let results = self.fit_results(results);
+                    self.push_message("user", results)
+                }
+                Flow::Answered if fix_attempts == 0 => {
+                    // A first answer: the checks of an answer may still vet it.
+                    let flow = match self.check_answer(turn_base, turn_start.clone()).await {
+                        Ok(()) => Flow::Answered,
+                        Err(flow) => flow,
+                    };
+                    return self.end_turn(flow);
+                }
+                other => return self.end_turn(other),
+            }
+        }
+        self.emit(Event::TurnDone {
+            reason: TurnEnd::StepLimit,
+        });
+    }
+
+    fn end_turn(&mut self, flow: Flow) {
+        let reason = match flow {
+            Flow::Answered => TurnEnd::Answered,
+            Flow::Interrupted => TurnEnd::Interrupted,
+            Flow::Shutdown => {
+                self.shutdown = true;
+                TurnEnd::Interrupted
+            }
+            Flow::Continue(_) => TurnEnd::Error,
+        };
+        self.emit(Event::TurnDone { reason });
+    }
+
+    /// Carry out a reply's actions; say what goes back to the model.
+    async fn act(&mut self, reply: &str, retries: &mut usize, fix_attempts: &mut usize) -> Flow {
+        let parsed = actions::parse(reply);
+        let mut results: Vec<String> = Vec::new();
+        let mut problems: Vec<String> = parsed.malformed.iter().map(|m| m.0.clone()).collect();
+        let mut changes: Vec<Change> = Vec::new();
+        let mut commands: Vec<String> = Vec::new();
+        let mut needs_reply = false;
+        for action in parsed.actions {
+            match action {
+                Action::Read { path, range } => {
+                    needs_reply = true;
+                    let text = self.read_action(&path, range);
+                    results.push(text);
+                }
+                Action::Search(pattern) => {
+                    needs_reply = true;
+                    let text = self.search_action(&pattern);
+                    results.push(text);
+                }
+                Action::List(dir) => {
+                    needs_reply = true;
+                    let text = self.list_action(dir.as_deref());
+                    results.push(text);
+                }
+                Action::Command(c) => commands.push(c),
+                Action::Edit {
+                    path,
+                    lang,
+                    content,
+                } => {
+                    if let Some(change) = self.edit_action(
+                        path,
+                        &lang,
+                        &content,
+                        &changes,
+                        &mut problems,
+                        &mut results,
+                    ) {
+                        changes.push(change);
+                    }
+                }
+            }
+        }
+        let mut applied_files: Vec<String> = Vec::new();
+        if !changes.is_empty() {
+            let outcome = match self.propose(changes).await {
+                Ok(outcome) => outcome,
+                Err(flow) => return flow,
+            };
+            // In a fix loop, an edit that changes nothing leaves the checks failing: it
+            // counts as a failed attempt, within the same bound, and being the second or
+            // later, the turn starts again from the request (`FRESH_FROM_ATTEMPT`).
+            let unchanged_fix = !outcome.applied
+                && !outcome.needs_reply
+                && *fix_attempts > 0
+                && outcome.message == NO_CHANGE;
+            if unchanged_fix && *fix_attempts < self.opts.max_fix_attempts {
+                *fix_attempts += 1;
+                needs_reply = true;
+                results.push(format!(
+                    "{NO_CHANGE} The failures above still stand; change the code to fix them."
+                ));
+            } else {
+                results.push(outcome.message);
+                needs_reply |= outcome.needs_reply;
+            }
+            if outcome.applied {
+                applied_files = outcome.files;
+            }
+        }
+        for c in commands {
+            needs_reply = true;
+            match self.command(&c).await {
+                Ok((out, _)) => results.push(out),
+                Err(flow) => return flow,
+            }
+        }
+        if !applied_files.is_empty() {
+            let checks = match self.check_applied(&applied_files).await {
+                Ok(checks) => checks,
+                Err(flow) => return flow,
+            };
+            for check in checks {
+                match check {
+                    Check::Passed { report } => results.extend(report),
+                    Check::Failed { feedback, start } => {
+                        if *fix_attempts < self.opts.max_fix_attempts {
+                            *fix_attempts += 1;
+                            needs_reply = true;
+                            results.push(feedback);
+                            if start.is_some() {
+                                self.force_prefix = start;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if !problems.is_empty() {
+            self.emit(Event::Malformed {
+                problems: problems.clone(),
+            });
+            if *retries < MAX_RETRIES {
+                *retries += 1;
+                needs_reply = true;
+                results.push(format!(
+                    "Your reply could not be used:\n- {}",
+                    problems.join("\n- ")
+                ));
+            } else {
+                self.error(format!(
+                    "the model's reply could not be used: {}",
+                    problems.join("; ")
+                ));
+            }
+        }
+        if needs_reply && !results.is_empty() {
+            Flow::Continue(format!("[results]\n{}", results.join("\n")))
+        } else {
+            Flow::Answered
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! Attention against a plain reference, and the bit-for-bit properties speculation
+//! relies on.
+
+use super::*;
+
+#[test]
+fn rounding_f64_to_f16_happens_once() {
+    // 1 + 2^-11 + 2^-30 is just above the tie between 1 and 1 + 2^-10: the nearest
+    // f16 is 1 + 2^-10, but rounding to f32 first drops the 2^-30 and makes a tie
+    // that goes to even (1).
+    let x = 1.0 + 2f64.powi(-11) + 2f64.powi(-30);
+    assert_eq!(f16::from_f64(x as f32 as f64), f16::ONE);
+    assert_eq!(f64_to_f16_once(x).to_f64(), 1.0 + 2f64.powi(-10));
+    assert_eq!(f64_to_f16_once(-2.5), f16::from_f32(-2.5));
+    assert_eq!(f64_to_f16_once(1e9), f16::INFINITY);
+}
+
+/// Smooth, distinct q, k and v for shape `s` (k and v in the cache's f16).
+fn wave_inputs(s: AttnShape) -> (Vec<f32>, Vec<f16>, Vec<f16>) {
+    let wave = |n: usize, f: f32| -> Vec<f32> { (0..n).map(|i| ((i as f32) * f).sin()).collect() };
+    let cache = |f: f32| -> Vec<f16> {
+        wave(s.n_kv_head * s.capacity * s.head_dim, f)
+            .into_iter()
+            .map(f16::from_f32)
+            .collect()
+    };
+    (
+        wave(s.n_head * s.seq * s.head_dim, 0.37),
+        cache(0.11),
+        cache(0.23),
+    )
+}
+
+/// Plain softmax attention in f64, for comparison.
+fn reference(q: &[f32], k: &[f16], v: &[f16], s: AttnShape) -> Vec<f32> {
+    let hd = s.head_dim;
+    let mut out = vec![0f32; s.seq * s.n_head * hd];
+    for i in 0..s.seq {
+        for h in 0..s.n_head {
+            let kv = h / (s.n_head / s.n_kv_head);
+            let qr = &q[(h * s.seq + i) * hd..][..hd];
+            let scores: Vec<f64> = (0..=s.pos + i)
+                .map(|ic| {
+                    let kr = &k[(kv * s.capacity + ic) * hd..][..hd];
+                    kr.iter()
+                        .zip(qr)
+                        .map(|(a, b)| a.to_f64() * *b as f64)
+                        .sum::<f64>()
+                        / (hd as f64).sqrt()
+                })
+                .collect();
+            let m = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let w: Vec<f64> = scores.iter().map(|x| (x - m).exp()).collect();
+            let z: f64 = w.iter().sum();
+            for d in 0..hd {
+                let y: f64 = w
+                    .iter()
+                    .enumerate()
+                    .map(|(ic, wi)| wi * v[(kv * s.capacity + ic) * hd + d].to_f64())
+                    .sum();
+                out[(i * s.n_head + h) * hd + d] = (y / z) as f32;
+            }
+        }
+    }
+    out
+}
+
+/// The dispatched tiled path (AVX-512 where the CPU has it) gives the bits of the
+/// same code compiled for the build's baseline: vector width must not move a
+/// rounding.
+#[test]
+fn the_tiled_path_rounds_alike_at_every_vector_width() {
+    let s = AttnShape {
+        n_head: 4,
+        n_kv_head: 2,
+        head_dim: 64,
+        seq: 100,
+        pos: 37,
+        capacity: 160,
+    };
+    let (q, k, v) = wave_inputs(s);
+    for h in 0..s.n_head {
+        let got = tiled_head(&q, &k, &v, s, h);
+        let want = tiled_head_impl(&q, &k, &v, s, h);
+        assert_eq!(got.len(), want.len());
+        for (a, b) in got.iter().zip(&want) {
+            assert_eq!(a.to_bits(), b.to_bits(), "head {h}: {a} vs {b}");
+        }
+    }
+}
+
+/// Speculation's exactness: a row's f32 attention is the same whether its token is
+/// verified with others or decoded alone, and at every vector width.
+#[test]
+fn the_f32_path_gives_each_row_the_same_bits_alone_or_batched() {
+    let s = AttnShape {
+        n_head: 6,
+        n_kv_head: 2,
+        head_dim: 40,
+        seq: 9,
+        pos: 600,
+        capacity: 640,
+    };
+    let (q, k, v) = wave_inputs(s);
+    let batched = attention_f32(&q, &k, &v, s);
+    let width = s.n_head * s.head_dim;
+    for i in 0..s.seq {
+        // Row i alone: its query at position pos + i, the cache as far as it goes.
+        let one = AttnShape {
+            seq: 1,
+            pos: s.pos + i,
+            ..s
+        };
+        let qi: Vec<f32> = (0..s.n_head)
+            .flat_map(|h| {
+                let at = (h * s.seq + i) * s.head_dim;
+                q[at..at + s.head_dim].iter().copied()
+            })
+            .collect();
+        let alone = attention_f32(&qi, &k, &v, one);
+        for (a, b) in alone.iter().zip(&batched[i * width..(i + 1) * width]) {
+            assert_eq!(a.to_bits(), b.to_bits(), "row {i}: {a} vs {b}");
+        }
+    }
+    for g in 0..s.n_kv_head {
+        let got = f32_group(&q, &k, &v, s, g);
+        let want = f32_group_impl(&q, &k, &v, s, g);
+        for (a, b) in got.iter().zip(&want) {
+            assert_eq!(a.to_bits(), b.to_bits(), "group {g}: {a} vs {b}");
+        }
+    }
+}
+
+#[test]
+fn vertical_scores_give_the_same_bits_on_every_instruction_set() {
+    let (hd, padded, keys) = (40, 32, 13);
+    let wave = |n: usize, f: f32| -> Vec<f32> { (0..n).map(|i| ((i as f32) * f).sin()).collect() };
+    let (qt, k) = (wave(hd * padded, 0.37), wave(keys * hd, 0.11));
+    let mut got = vec![0f32; keys * padded];
+    vertical_scores(&qt, padded, &k, hd, &mut got);
+    for j in 0..keys {
+        for r in 0..padded {
+            let want = (0..hd).fold(0f32, |acc, d| {
+                qt[d * padded + r].mul_add(k[j * hd + d], acc)
+            });
+            assert_eq!(
+                got[j * padded + r].to_bits(),
+                want.to_bits(),
+                "key {j} row {r}"
+            );
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    if crate::engine::quant::isa() != crate::engine::quant::Isa::Scalar {
+        let mut avx2 = vec![0f32; keys * padded];
+        // SAFETY: `isa()` found AVX2 and FMA.
+        unsafe { vertical_scores_avx2(&qt, padded, &k, hd, &mut avx2) };
+        assert_eq!(avx2, got);
+    }
+}
+
+#[test]
+fn the_f32_path_matches_plain_softmax_attention() {
+    let s = AttnShape {
+        n_head: 4,
+        n_kv_head: 2,
+        head_dim: 20,
+        seq: 3,
+        pos: 5,
+        capacity: 12,
+    };
+    let (q, k, v) = wave_inputs(s);
+    let want = reference(&q, &k, &v, s);
+    let got = attention_f32(&q, &k, &v, s);
+    assert_eq!(got.len(), want.len());
+    for (a, b) in want.iter().zip(&got) {
+        assert!((a - b).abs() < 1e-4, "{a} vs {b}");
+    }
+}
+
+#[test]
+fn matches_plain_softmax_attention_with_grouped_heads_and_causality() {
+    let s = AttnShape {
+        n_head: 4,
+        n_kv_head: 2,
+        head_dim: 8,
+        seq: 70,
+        pos: 5,
+        capacity: 80,
+    };
+    let (q, k, v) = wave_inputs(s);
+    let want = reference(&q, &k, &v, s);
+    for got in [
+        attention_online_f16(&q, &k, &v, s),
+        attention_tiled(&q, &k, &v, s),
+    ] {
+        for (a, b) in got.iter().zip(&want) {
+            assert!((a - b).abs() < 5e-3, "{a} vs {b}");
+        }
+    }
+}
