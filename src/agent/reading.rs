@@ -52,7 +52,7 @@ impl Agent {
     /// model.
     pub(super) fn list_action(&mut self, dir: Option<&str>) -> String {
         let shown = dir.unwrap_or(".").to_string();
-        self.tool("list", &shown.clone(), |me| {
+        self.tool("list", &shown, |me| {
             let (list, more) =
                 files::list(&me.opts.workspace, dir, LIST_LIMIT).map_err(|e| e.to_string())?;
             let mut s = format!(

@@ -42,15 +42,10 @@ impl Agent {
             }
         };
         let mut gen = self.engine.generate(request);
-        let mut text = prefix.clone();
         if !prefix.is_empty() {
             show(self, prefix.clone());
         }
-        let mut line_start = text.len();
-        let mut in_fence = prefix.contains("```");
-        let mut stopped_at: Option<usize> = None;
-        let mut tools_end: Option<usize> = None;
-        let mut emitted = text.len();
+        let mut reply = ToolCut::new(prefix);
         let mut interrupted = false;
         let mut shutdown = false;
         let mut started = false;
@@ -65,36 +60,12 @@ impl Agent {
                             started = true;
                             self.emit(Event::EngineState(EngineState::Generating));
                         }
-                        if stopped_at.is_some() || piece.is_empty() {
-                            continue;
+                        let (visible, stop) = reply.push(&piece);
+                        if !visible.is_empty() {
+                            show(self, visible);
                         }
-                        text.push_str(&piece);
-                        // After a tool line, text is held back until its line shows
-                        // whether it is another tool line or the start of invention.
-                        if tools_end.is_none() {
-                            show(self, piece);
-                            emitted = text.len();
-                        }
-                        // Look at each line as it completes. Tool lines may come in a run;
-                        // the first other line after them ends the reply.
-                        while let Some(nl) = text[line_start..].find('\n') {
-                            let line = &text[line_start..line_start + nl];
-                            let end = line_start + nl + 1;
-                            if line.trim_start().starts_with("```") {
-                                in_fence = !in_fence;
-                            }
-                            if !in_fence && actions::is_tool_line(line) {
-                                tools_end = Some(end);
-                                if emitted < end {
-                                    show(self, text[emitted..end].to_string());
-                                    emitted = end;
-                                }
-                            } else if tools_end.is_some() && !line.trim().is_empty() {
-                                stopped_at = tools_end;
-                                gen.cancel.cancel();
-                                break;
-                            }
-                            line_start = end;
+                        if stop {
+                            gen.cancel.cancel();
                         }
                     }
                     Some(EngineEvent::Done { stats, .. }) => {
@@ -134,9 +105,7 @@ impl Agent {
             }
         }
         self.emit(Event::EngineState(EngineState::Idle));
-        if let Some(end) = stopped_at.or(tools_end) {
-            text.truncate(end);
-        }
+        let text = reply.finish();
         if !text.ends_with('\n') && !text.is_empty() {
             show(self, "\n".into());
         }
@@ -149,5 +118,110 @@ impl Agent {
             return Err(Flow::Interrupted);
         }
         Ok(text)
+    }
+}
+
+/// A reply's text as it streams, watched line by line as each completes. Tool lines
+/// (outside code blocks) may come in a run; the first other line after them ends the
+/// reply, since the model would be inventing the tools' answers. After a tool line,
+/// text is held back until its line shows which it is.
+struct ToolCut {
+    text: String,
+    /// Where the line being written starts.
+    line_start: usize,
+    in_fence: bool,
+    /// The end of the last tool line.
+    tools_end: Option<usize>,
+    /// How much of `text` has been shown.
+    shown: usize,
+    stopped: bool,
+}
+
+impl ToolCut {
+    /// Begin with the reply's forced start (already shown).
+    fn new(start: String) -> Self {
+        Self {
+            in_fence: start.contains("```"),
+            line_start: start.len(),
+            shown: start.len(),
+            text: start,
+            tools_end: None,
+            stopped: false,
+        }
+    }
+
+    /// Add a piece of the reply: the text to show now, and whether the reply must stop
+    /// here (an invented line after tool lines).
+    fn push(&mut self, piece: &str) -> (String, bool) {
+        if self.stopped || piece.is_empty() {
+            return (String::new(), self.stopped);
+        }
+        self.text.push_str(piece);
+        let mut visible = String::new();
+        if self.tools_end.is_none() {
+            visible.push_str(piece);
+            self.shown = self.text.len();
+        }
+        while let Some(nl) = self.text[self.line_start..].find('\n') {
+            let end = self.line_start + nl + 1;
+            let line = &self.text[self.line_start..end - 1];
+            if line.trim_start().starts_with("```") {
+                self.in_fence = !self.in_fence;
+            }
+            if !self.in_fence && actions::is_tool_line(line) {
+                self.tools_end = Some(end);
+                if self.shown < end {
+                    visible.push_str(&self.text[self.shown..end]);
+                    self.shown = end;
+                }
+            } else if self.tools_end.is_some() && !line.trim().is_empty() {
+                self.stopped = true;
+                break;
+            }
+            self.line_start = end;
+        }
+        (visible, self.stopped)
+    }
+
+    /// The reply as far as it is used: up to the end of its last tool line, if any.
+    fn finish(mut self) -> String {
+        if let Some(end) = self.tools_end {
+            self.text.truncate(end);
+        }
+        self.text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ToolCut;
+
+    #[test]
+    fn a_reply_stops_at_the_first_line_invented_after_its_tool_lines() {
+        let mut cut = ToolCut::new(String::new());
+        let mut shown = String::new();
+        let mut stop = false;
+        for piece in [
+            "I will look.\nRE",
+            "AD a.py\nSEARCH fn main\n",
+            "a.py says",
+            " hi\n",
+        ] {
+            let (visible, s) = cut.push(piece);
+            shown.push_str(&visible);
+            stop = s;
+        }
+        assert!(stop);
+        assert_eq!(shown, "I will look.\nREAD a.py\nSEARCH fn main\n");
+        assert_eq!(cut.finish(), "I will look.\nREAD a.py\nSEARCH fn main\n");
+    }
+
+    #[test]
+    fn tool_words_inside_a_code_block_are_code() {
+        let mut cut = ToolCut::new("a.py\n```python\n".into());
+        let (visible, stop) = cut.push("READ = 1\n```\nDone.\n");
+        assert!(!stop);
+        assert_eq!(visible, "READ = 1\n```\nDone.\n");
+        assert_eq!(cut.finish(), "a.py\n```python\nREAD = 1\n```\nDone.\n");
     }
 }

@@ -1,13 +1,13 @@
 //! Edits as proposals: every change is a set of hunks before anything is written,
-//! handed to the UI once as data ([`Proposal::files_for_review`]). A person (or the approval policy) accepts or rejects hunks; applying writes
-//! the accepted hunks only, all files or none, each by temp file and rename, and refuses
-//! to clobber a file that changed on disk since it was read. Each applied change keeps
+//! handed to the UI once as data ([`Proposal::files_for_review`]). A person (or the
+//! approval policy) accepts or rejects hunks; applying writes the accepted hunks only,
+//! all files or none, each by temp file and rename, and refuses to clobber a file that
+//! changed on disk since it was read. Each applied change keeps
 //! the exact previous bytes, so it can be undone.
 
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use similar::TextDiff;
