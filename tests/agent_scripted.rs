@@ -1150,3 +1150,81 @@ async fn examples_written_as_arrows_are_checked_too() {
     // Passing after a fix: no cross-check, so the turn ends here.
     assert_eq!(s.requests(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_request_answered_in_prose_is_asked_again_as_an_edit() {
+    let calc = "def add(a, b):\n    return a - b\n";
+    let mut s = Session::start(
+        &[("calc.py", calc)],
+        Script::new([
+            "Change `return a - b` to `return a + b`.",
+            // The continuation after the forced start `calc.py\n```python\n`.
+            "def add(a, b):\n    return a + b\n```\n",
+        ]),
+        Policy::Ask,
+        |_| {},
+    );
+    s.ops
+        .send(Op::UserTurn {
+            text: "fix the bug in add in calc.py".into(),
+        })
+        .unwrap();
+    let ev = s.until(|e| matches!(e, Event::EditProposed { .. })).await;
+    let Some(Event::EditProposed { files }) = ev.last() else {
+        unreachable!()
+    };
+    assert_eq!(files.len(), 1);
+    assert_eq!(files[0].path, "calc.py");
+    assert_eq!(files[0].hunks.len(), 1);
+    assert!(text(&ev).contains("(Writing that as an edit of `calc.py`.)"));
+    assert!(s.text(1).ends_with("calc.py\n```python\n"), "{}", s.text(1));
+    assert!(
+        s.prompt(1).contains("Make the change now"),
+        "{}",
+        s.prompt(1)
+    );
+    s.ops.send(Op::Apply).unwrap();
+    s.until(|e| matches!(e, Event::TurnDone { .. })).await;
+    assert_eq!(s.read("calc.py"), "def add(a, b):\n    return a + b\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_file_of_a_change_request_comes_from_the_definitions_it_names() {
+    let mut s = Session::start(
+        &[
+            ("src/calc.py", "def add(a, b):\n    return a - b\n"),
+            ("src/other.py", "X = 1\n"),
+        ],
+        Script::new(["It subtracts.", "def add(a, b):\n    return a + b\n```\n"]),
+        Policy::None,
+        |_| {},
+    );
+    let ev = s.turn("fix add, it subtracts").await;
+    assert!(ev
+        .iter()
+        .any(|e| matches!(e, Event::EditProposed { files } if files[0].path == "src/calc.py")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_question_is_answered_freely_and_an_unplaceable_change_says_why() {
+    let mut s = Session::start(
+        &[("calc.py", "def add(a, b):\n    return a - b\n")],
+        Script::new(["It subtracts b from a."]),
+        Policy::Ask,
+        |_| {},
+    );
+    let ev = s.turn("what does add in calc.py do?").await;
+    assert_eq!(end(&ev), TurnEnd::Answered);
+    assert_eq!(s.requests(), 1);
+
+    let mut s = Session::start(
+        &[("notes.txt", "hello\n")],
+        Script::new(["Sure, tell me more."]),
+        Policy::Ask,
+        |_| {},
+    );
+    let ev = s.turn("fix the bug").await;
+    assert_eq!(end(&ev), TurnEnd::Answered);
+    assert_eq!(s.requests(), 1);
+    assert!(text(&ev).contains("No edit was proposed: name the file to change"));
+}

@@ -6,7 +6,8 @@ use std::sync::OnceLock;
 
 use regex::Regex;
 
-use super::{merge, verify, Agent};
+use super::{context, merge, pasted, verify, Agent};
+use crate::tools::repomap;
 
 /// The start of a reply that writes the whole of `path`: its path line and an open
 /// fence in its language.
@@ -29,7 +30,67 @@ pub(super) fn error_location_start(path: &str, line: usize) -> String {
     format!("The error is at `{path}` line {line}: ")
 }
 
+/// Whether a request asks for a change to the code (fix, add, rename, implement, ...),
+/// as against a question ("what does add do?", "how do I fix this?").
+pub(super) fn asks_for_change(request: &str) -> bool {
+    const QUESTIONS: &[&str] = &[
+        "what", "why", "how", "where", "when", "which", "who", "explain", "describe", "does", "do",
+        "is", "are", "should",
+    ];
+    let first = request
+        .split_whitespace()
+        .next()
+        .unwrap_or("")
+        .trim_matches(|c: char| !c.is_alphanumeric())
+        .to_lowercase();
+    if QUESTIONS.contains(&first.as_str()) {
+        return false;
+    }
+    static ASK: OnceLock<Regex> = OnceLock::new();
+    let ask = ASK.get_or_init(|| {
+        Regex::new(
+            r"(?i)\b(fix|add|rename|implement|change|make|update|remove|delete|refactor|replace|rewrite|write|create|convert|move|correct|repair|handle|support)\b",
+        )
+        .expect("valid")
+    });
+    ask.is_match(request)
+}
+
 impl Agent {
+    /// The file a change request is most likely about: the innermost frame of a pasted
+    /// error, else the first file the request names, else the file whose definitions
+    /// the request names most (the repo map's symbols), else the file shown last.
+    pub(super) fn edit_target(&self, request: &str) -> Option<String> {
+        let files = self.repo_files();
+        if pasted::looks_like_error(request) {
+            let refs = pasted::references(&self.opts.workspace, request, &files);
+            if let Some(p) = pasted::primary(request, &refs) {
+                return Some(p.path.clone());
+            }
+        }
+        if let Some(f) = context::mentioned_files(request, &files).into_iter().next() {
+            return Some(f);
+        }
+        let words: std::collections::HashSet<&str> = request
+            .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .filter(|w| w.len() > 1)
+            .collect();
+        let by_symbols = repomap::scan(&self.opts.workspace)
+            .into_iter()
+            .map(|f| {
+                let hits = f
+                    .symbols
+                    .iter()
+                    .filter(|s| words.contains(s.name.as_str()))
+                    .count();
+                (hits, f.path)
+            })
+            .filter(|(hits, _)| *hits > 0)
+            .max_by_key(|(hits, _)| *hits)
+            .map(|(_, path)| path);
+        by_symbols.or_else(|| self.shown_order.last().cloned())
+    }
+
     /// When a fix is due and one of `paths` is a Python file still holding a function
     /// that is only its docstring: the start of a reply at that file up to the stub's
     /// docstring, so the model writes the body instead of copying the stub back.
@@ -102,4 +163,30 @@ pub(super) fn stub_reply_start(path: &str, text: &str, end: usize) -> String {
     let last = &last[last.rfind('\n').map_or(0, |i| i + 1)..];
     let indent = &last[..(last.len() - last.trim_start().len()).saturating_sub(1)];
     format!("{path}\n```python\n{}{indent}", &text[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::asks_for_change;
+
+    #[test]
+    fn change_requests_and_questions_are_told_apart() {
+        for change in [
+            "fix the bug in add in calc.py",
+            "Please add a --verbose flag",
+            "rename parse to parse_args",
+            "can you make it faster?",
+            "Implement the function f in solution.py",
+        ] {
+            assert!(asks_for_change(change), "{change}");
+        }
+        for question in [
+            "what does add in calc.py do?",
+            "How do I fix this?",
+            "explain the error",
+            "where is Serve defined?",
+        ] {
+            assert!(!asks_for_change(question), "{question}");
+        }
+    }
 }

@@ -131,6 +131,12 @@ impl Agent {
         // Where this turn began, for a fresh attempt (see `FRESH_FROM_ATTEMPT`).
         let turn_base = self.messages.len();
         let turn_start = self.force_prefix.clone();
+        // A change request must end in a proposal or a stated reason: whether a reply
+        // of this turn held an edit (or tried to), and whether the model was already
+        // asked again.
+        let wants_change = forced::asks_for_change(&text);
+        let mut edited = false;
+        let mut insisted = false;
         for _ in 0..self.opts.max_steps {
             let how = ReplyOptions {
                 fix_attempt: fix_attempts,
@@ -140,9 +146,23 @@ impl Agent {
                 Ok(r) => r,
                 Err(flow) => return self.end_turn(flow),
             };
+            // A malformed block was an edit the model tried; its correction is the
+            // retries' business.
+            let parsed = actions::parse(&reply);
+            edited |= !parsed.malformed.is_empty()
+                || parsed
+                    .actions
+                    .iter()
+                    .any(|a| matches!(a, Action::Edit { .. }));
             let attempts_before = fix_attempts;
             let flow = self.act(&reply, &mut retries, &mut fix_attempts).await;
             match flow {
+                Flow::Answered if wants_change && !edited && !insisted => {
+                    insisted = true;
+                    if !self.insist_on_an_edit(&text) {
+                        return self.end_turn(Flow::Answered);
+                    }
+                }
                 Flow::Continue(_)
                     if fix_attempts > attempts_before && fix_attempts >= FRESH_FROM_ATTEMPT =>
                 {
@@ -175,6 +195,36 @@ impl Agent {
         self.emit(Event::TurnDone {
             reason: TurnEnd::StepLimit,
         });
+    }
+
+    /// A change request answered in prose: ask again for the edit, the reply started as
+    /// a whole-file block of the file the request is about. False (with the reason
+    /// said) when no file can be chosen.
+    fn insist_on_an_edit(&mut self, request: &str) -> bool {
+        let Some(path) = self.edit_target(request) else {
+            self.emit(Event::Text {
+                delta: "\n(No edit was proposed: name the file to change, for example \
+                        `fix add in calc.py`.)\n"
+                    .into(),
+            });
+            return false;
+        };
+        self.emit(Event::Text {
+            delta: format!("\n(Writing that as an edit of `{path}`.)\n\n"),
+        });
+        // The file as it is now, unless the model saw it so already.
+        let mut results = String::from("[results]\n");
+        if !self.shown_unchanged(&path) {
+            if let Ok(block) = self.show_file(&path, None) {
+                results.push_str(&block);
+                results.push('\n');
+            }
+        }
+        results.push_str(&format!("Make the change now: write the whole new {path}."));
+        let results = self.fit_results(results);
+        self.push_message("user", results);
+        self.force_prefix = Some(forced::whole_file_start(&path));
+        true
     }
 
     fn end_turn(&mut self, flow: Flow) {
