@@ -1228,3 +1228,44 @@ async fn a_question_is_answered_freely_and_an_unplaceable_change_says_why() {
     assert_eq!(s.requests(), 1);
     assert!(text(&ev).contains("No edit was proposed: name the file to change"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_test_command_agents_md_names_runs_after_an_edit_and_failures_go_back() {
+    let agents = format!("# Notes\n\nRun the tests: `{F_IS_3}`\n");
+    let mut s = Session::start(
+        &[("app.py", APP), ("AGENTS.md", &agents)],
+        Script::new([
+            edit_reply("app.py", "def f():\n    return 2\n"),
+            edit_reply("app.py", "def f():\n    return 3\n"),
+            "Done.".into(),
+        ]),
+        Policy::All,
+        |_| {},
+    );
+    let ev = s.turn("make f return 3 in app.py").await;
+    assert_eq!(end(&ev), TurnEnd::Answered);
+    let ran = ev
+        .iter()
+        .filter(|e| matches!(e, Event::Command { command, .. } if command == F_IS_3))
+        .count();
+    assert_eq!(ran, 2, "after each applied edit");
+    assert!(s.prompt(1).contains("The tests failed"), "{}", s.prompt(1));
+    assert!(s.read("app.py").contains("return 3"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_detected_test_command_the_policy_does_not_run_is_no_failure() {
+    let mut s = Session::start(
+        &[("app.py", APP), ("tests/test_app.py", "import app\n")],
+        Script::new([edit_reply("app.py", "def f():\n    return 3\n")]),
+        Policy::Edits,
+        |_| {},
+    );
+    let ev = s.turn("make f return 3 in app.py").await;
+    assert_eq!(end(&ev), TurnEnd::Answered);
+    assert!(ev
+        .iter()
+        .any(|e| matches!(e, Event::Command { command, .. } if command == "python3 -m pytest -q")));
+    // Denied by `--approve edits`: not run, so nothing goes back to fix.
+    assert_eq!(s.requests(), 1);
+}

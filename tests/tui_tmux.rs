@@ -289,3 +289,29 @@ fn real_tiny_model_streams_switches_tiers_takes_pastes_and_interrupts() {
     });
     t.quit_and_check_terminal();
 }
+
+#[test]
+fn real_fast_model_turns_a_fix_request_into_a_diff_to_review() {
+    common::model("fast");
+    let calc = "def add(a, b):\n    return a - b\n";
+    let t = Tmux::start(&[("calc.py", calc)], &[], "--model fast --ctx 4096");
+    t.wait("the model loaded", 120, |s| {
+        s.contains("model    fast") && s.contains("state    idle")
+    });
+    t.type_text("fix the bug in add in calc.py");
+    t.keys(&["Enter"]);
+    let s = t.wait("a one-hunk proposal in the diff panel", 300, |s| {
+        s.contains("of 1 hunks accepted")
+    });
+    assert!(s.contains("calc.py"), "{s}");
+    assert!(s.contains("+    return a + b"), "{s}");
+    // Nothing is written before the review.
+    assert_eq!(fs::read_to_string(t.path("calc.py")).unwrap(), calc);
+    t.keys(&["Enter"]);
+    t.wait("the apply", 30, |s| s.contains("applied to calc.py"));
+    assert_eq!(
+        fs::read_to_string(t.path("calc.py")).unwrap(),
+        "def add(a, b):\n    return a + b\n"
+    );
+    t.quit_and_check_terminal();
+}

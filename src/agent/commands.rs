@@ -121,8 +121,9 @@ impl Agent {
         }
     }
 
-    /// Run a command under the policy; the text for the model.
-    pub(super) async fn command(&mut self, command: &str) -> Result<(String, bool), Flow> {
+    /// Run a command under the policy: the text for the model, and whether it
+    /// succeeded (None: it did not run, by the policy or the user's decision).
+    pub(super) async fn command(&mut self, command: &str) -> Result<(String, Option<bool>), Flow> {
         let id = self.id();
         let program = program_of(command);
         let sandboxed = shell::landlock_abi() > 0;
@@ -144,7 +145,7 @@ impl Agent {
                     output: reason.clone(),
                     exit_code: None,
                 });
-                return Ok((format!("$ {command}\n[{reason}]"), false));
+                return Ok((format!("$ {command}\n[{reason}]"), None));
             }
             Policy::All => {
                 if !sandboxed {
@@ -159,7 +160,7 @@ impl Agent {
                             output: reason.clone(),
                             exit_code: None,
                         });
-                        return Ok((format!("$ {command}\n[{reason}]"), false));
+                        return Ok((format!("$ {command}\n[{reason}]"), None));
                     }
                 }
                 false
@@ -188,10 +189,7 @@ impl Agent {
                             output: "denied by the user".into(),
                             exit_code: None,
                         });
-                        return Ok((
-                            format!("$ {command}\n[the user denied this command]"),
-                            false,
-                        ));
+                        return Ok((format!("$ {command}\n[the user denied this command]"), None));
                     }
                     ApprovalDecision::AlwaysForProgram => {
                         self.allowed_programs.insert(program);
@@ -229,7 +227,7 @@ impl Agent {
                         r.output.trim_end(),
                         r.status_line()
                     ),
-                    r.success(),
+                    Some(r.success()),
                 ))
             }
             Err(e) => {
@@ -242,7 +240,7 @@ impl Agent {
                 if let Some(flow) = stop {
                     return Err(flow);
                 }
-                Ok((format!("$ {command}\n[{msg}]"), false))
+                Ok((format!("$ {command}\n[{msg}]"), Some(false)))
             }
         }
     }

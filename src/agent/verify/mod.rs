@@ -9,7 +9,9 @@ mod examples;
 
 use std::time::Duration;
 
-use super::{Agent, Flow};
+use std::path::Path;
+
+use super::{context, Agent, Flow};
 use crate::tools::shell::{self, ShellOptions};
 
 /// The Python function a turn's request asked to implement, as it stood before.
@@ -58,21 +60,35 @@ impl Agent {
                 }
             }
         }
-        if let Some(test) = self.opts.test_cmd.clone() {
+        if let Some(test) = self.test_command() {
             // Through the approval policy, as any command the model's work runs.
             let (out, passed) = self.command(&test).await?;
-            checks.push(if passed {
-                Check::Passed { report: Some(out) }
-            } else {
-                Check::Failed {
+            checks.push(match passed {
+                Some(true) => Check::Passed { report: Some(out) },
+                Some(false) => Check::Failed {
                     feedback: format!(
                         "The tests failed after your edit. Fix the code (not the tests).\n{out}"
                     ),
                     start: None,
-                }
+                },
+                // Not run (the policy or the user said no): nothing to fix.
+                None => Check::Passed { report: None },
             });
         }
         Ok(checks)
+    }
+
+    /// The project's test command: the one configured (`--test-cmd`, the config), else
+    /// the one AGENTS.md names, else one found from the project's files.
+    fn test_command(&self) -> Option<String> {
+        self.opts
+            .test_cmd
+            .clone()
+            .or_else(|| {
+                context::agents_md(&self.opts.workspace, 8000)
+                    .and_then(|md| context::test_command_in(&md))
+            })
+            .or_else(|| detect_test_command(self.opts.workspace.root()))
     }
 
     /// Checks of a first answer before the turn ends: the cross-check, where the
@@ -119,4 +135,89 @@ pub(super) fn last_json<T: serde::de::DeserializeOwned>(output: &str) -> Option<
 /// A word for `sh`: single-quoted.
 pub(super) fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// The test command a project's files point to: `cargo test` (Cargo.toml), `go test
+/// ./...` (go.mod), `npm test` (a package.json with a test script of its own), or
+/// pytest (its config, a conftest.py, or test files at the top or under tests/).
+pub(super) fn detect_test_command(root: &Path) -> Option<String> {
+    let has = |name: &str| root.join(name).exists();
+    if has("Cargo.toml") {
+        return Some("cargo test".into());
+    }
+    if has("go.mod") {
+        return Some("go test ./...".into());
+    }
+    if let Ok(text) = std::fs::read_to_string(root.join("package.json")) {
+        let script = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v["scripts"]["test"].as_str().map(str::to_string));
+        // npm init's placeholder fails on purpose: it is no test suite.
+        if script.is_some_and(|s| !s.contains("no test specified")) {
+            return Some("npm test".into());
+        }
+    }
+    let pyproject = std::fs::read_to_string(root.join("pyproject.toml")).unwrap_or_default();
+    let setup_cfg = std::fs::read_to_string(root.join("setup.cfg")).unwrap_or_default();
+    let test_files = |dir: &Path| {
+        std::fs::read_dir(dir).is_ok_and(|entries| {
+            entries.flatten().any(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                name.ends_with(".py") && (name.starts_with("test_") || name.ends_with("_test.py"))
+            })
+        })
+    };
+    if has("pytest.ini")
+        || has("conftest.py")
+        || pyproject.contains("[tool.pytest")
+        || setup_cfg.contains("[tool:pytest]")
+        || test_files(root)
+        || test_files(&root.join("tests"))
+    {
+        return Some("python3 -m pytest -q".into());
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::detect_test_command;
+
+    #[test]
+    fn the_test_command_is_found_from_the_project_files() {
+        let cases: &[(&[(&str, &str)], Option<&str>)] = &[
+            (&[("Cargo.toml", "[package]\n")], Some("cargo test")),
+            (&[("go.mod", "module x\n")], Some("go test ./...")),
+            (
+                &[("package.json", r#"{"scripts": {"test": "vitest run"}}"#)],
+                Some("npm test"),
+            ),
+            (
+                &[(
+                    "package.json",
+                    r#"{"scripts": {"test": "echo \"Error: no test specified\" && exit 1"}}"#,
+                )],
+                None,
+            ),
+            (&[("tests/test_calc.py", "")], Some("python3 -m pytest -q")),
+            (
+                &[("pyproject.toml", "[tool.pytest.ini_options]\n")],
+                Some("python3 -m pytest -q"),
+            ),
+            (&[("solution.py", "def f(): pass\n")], None),
+        ];
+        for (files, want) in cases {
+            let dir = tempfile::tempdir().unwrap();
+            for (path, text) in *files {
+                let p = dir.path().join(path);
+                std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+                std::fs::write(p, text).unwrap();
+            }
+            assert_eq!(
+                detect_test_command(dir.path()).as_deref(),
+                *want,
+                "{files:?}"
+            );
+        }
+    }
 }
