@@ -309,6 +309,13 @@ pub enum Event {
     },
     EngineState(EngineState),
     Stats(EngineStats),
+    /// Something was left out of the model's prompt to fit the working context: what,
+    /// and the prompt's size before and after (tokens). Nothing is cut silently.
+    ContextTrimmed {
+        dropped: String,
+        tokens_before: usize,
+        tokens_after: usize,
+    },
     /// Older turns were summarised to fit the working context.
     Summary {
         text: String,

@@ -1269,3 +1269,70 @@ async fn a_detected_test_command_the_policy_does_not_run_is_no_failure() {
     // Denied by `--approve edits`: not run, so nothing goes back to fix.
     assert_eq!(s.requests(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_turns_past_the_context_say_what_was_left_out() {
+    let big: String = (0..600)
+        .map(|i| format!("line {i} of the big file\n"))
+        .collect();
+    let replies: Vec<String> = (0..5)
+        .flat_map(|_| {
+            [
+                "READ big.txt\n".to_string(),
+                "It is a long list.".to_string(),
+            ]
+        })
+        .collect();
+    let mut s = Session::start(
+        &[("big.txt", &big)],
+        Script::new(replies).with_ctx(3000),
+        Policy::Edits,
+        |o| o.max_reply_tokens = 400,
+    );
+    let mut trimmed = Vec::new();
+    for i in 0..5 {
+        let ev = s.turn(&format!("what is in the big file, part {i}?")).await;
+        assert_eq!(end(&ev), TurnEnd::Answered);
+        trimmed.extend(ev.into_iter().filter_map(|e| match e {
+            Event::ContextTrimmed {
+                dropped,
+                tokens_before,
+                tokens_after,
+            } => Some((dropped, tokens_before, tokens_after)),
+            _ => None,
+        }));
+    }
+    assert_eq!(s.requests(), 10);
+    // Every cut of tool output in a prompt was said in an event.
+    let cut_in_prompts = (0..s.requests())
+        .filter(|&i| {
+            s.prompt(i)
+                .contains("[tool output cut to fit the working context")
+        })
+        .count();
+    let cut_events = trimmed
+        .iter()
+        .filter(|(d, ..)| d.contains("tokens of tool output"))
+        .count();
+    assert!(cut_in_prompts >= 1);
+    assert_eq!(cut_in_prompts, cut_events, "{trimmed:?}");
+    // History was summarised at least once, said too, and every prompt fits.
+    assert!(
+        trimmed
+            .iter()
+            .any(|(d, ..)| d.contains("replaced by a summary")),
+        "{trimmed:?}"
+    );
+    for (_, before, after) in &trimmed {
+        assert!(after < before, "{trimmed:?}");
+    }
+    // Every prompt left the reply its room, and no reply could outgrow the context.
+    let t = s.transcript.lock().unwrap();
+    for (i, request) in t.iter().enumerate() {
+        let Prompt::Tokens(ids) = &request.prompt else {
+            panic!("token ids")
+        };
+        assert_eq!(request.max_tokens, 400, "prompt {i}: {} tokens", ids.len());
+        assert!(ids.len() + request.max_tokens <= 3000, "prompt {i}");
+    }
+}

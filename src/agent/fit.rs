@@ -79,6 +79,11 @@ impl Agent {
             .iter()
             .rposition(|m| m.role == "user" && !m.content.starts_with("[results]"))
             .unwrap_or(self.messages.len() - 1);
+        if keep_from == 0 {
+            // Only the current request and its results: nothing older to summarise
+            // (their cut is `fit_results`' business).
+            return Some(before);
+        }
         let summary = context::summarise(&self.messages[..keep_from]);
         let mut kept = vec![
             ChatMessage::new("user", summary.clone()),
@@ -92,10 +97,16 @@ impl Agent {
                 return None;
             }
         };
+        let dropped = keep_from;
         self.messages = kept;
         if let Some(h) = &self.history {
             h.reset(&self.messages);
         }
+        self.emit(Event::ContextTrimmed {
+            dropped: format!("{dropped} older messages, replaced by a summary"),
+            tokens_before: before.len(),
+            tokens_after: after.len(),
+        });
         self.emit(Event::Summary {
             text: summary,
             tokens_before: before.len(),
@@ -118,20 +129,32 @@ impl Agent {
         if total <= room {
             return results;
         }
-        // Keep whole lines while they fit.
+        // Keep whole lines while they and the note saying so fit.
+        let note = |shown: usize| {
+            format!(
+                "\n[tool output cut to fit the working context: {shown} of {total} tokens shown]\n"
+            )
+        };
+        let note_tokens = info.count_tokens(&note(total)) + MARGIN;
         let mut kept = String::new();
         let mut tokens = 0;
         for line in results.split_inclusive('\n') {
             let t = info.count_tokens(line);
-            if tokens + t + 40 > room {
+            if tokens + t + note_tokens > room {
                 break;
             }
             tokens += t;
             kept.push_str(line);
         }
-        kept.push_str(&format!(
-            "\n[tool output cut to fit the working context: {tokens} of {total} tokens shown]\n"
-        ));
+        kept.push_str(&note(tokens));
+        self.emit(Event::ContextTrimmed {
+            dropped: format!(
+                "{} of {total} tokens of tool output",
+                total.saturating_sub(tokens)
+            ),
+            tokens_before: self.context_used + total,
+            tokens_after: self.context_used + tokens,
+        });
         kept
     }
 }

@@ -240,11 +240,11 @@ impl Printer {
             Event::ApprovalRequest { command, .. } => {
                 self.line(&format!("? approval needed for: {command}"))?
             }
-            Event::Summary {
+            Event::ContextTrimmed {
+                dropped,
                 tokens_before,
                 tokens_after,
-                ..
-            } => eprintln!("[older turns summarised: {tokens_before} → {tokens_after} tokens]"),
+            } => eprintln!("[left out to fit the context: {dropped} ({tokens_before} → {tokens_after} tokens)]"),
             Event::Error { message } => eprintln!("lcode: {message}"),
             Event::EngineState(EngineState::Loading { model, fraction }) => {
                 if !self.loading_shown {
@@ -263,7 +263,9 @@ impl Printer {
             Event::Resumed { messages } => {
                 eprintln!("[resumed a conversation of {} messages]", messages.len())
             }
-            Event::Fetch(_)
+            // Said by the `ContextTrimmed` event that comes with it.
+            Event::Summary { .. }
+            | Event::Fetch(_)
             | Event::Started { .. }
             | Event::ModelLoaded { .. }
             | Event::EngineState(_)

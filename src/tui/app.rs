@@ -150,7 +150,8 @@ impl App {
                     d.stage = Stage::Rejected;
                 }
                 self.focus = Focus::Composer;
-                self.chat.push(CellKind::Notice(format!("edit not applied: {reason}")));
+                self.chat
+                    .push(CellKind::Notice(format!("edit not applied: {reason}")));
             }
             Event::EditUndone { files } => {
                 if let Some(d) = &mut self.diff {
@@ -204,13 +205,11 @@ impl App {
                 }
                 self.status.model = s.model;
             }
-            Event::Summary {
-                tokens_before,
-                tokens_after,
-                ..
-            } => self.notice(format!(
-                "older turns summarised to fit the context ({tokens_before} → {tokens_after} tokens)"
-            )),
+            Event::ContextTrimmed { dropped, .. } => {
+                self.notice(format!("left out to fit the context: {dropped}"))
+            }
+            // Said by the `ContextTrimmed` event that comes with it.
+            Event::Summary { .. } => {}
             Event::Malformed { problems } => self.chat.push(CellKind::Notice(format!(
                 "the reply could not be used ({}); asking again",
                 problems.join("; ")
