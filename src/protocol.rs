@@ -224,6 +224,11 @@ pub struct EngineStats {
     pub prefill_tps: f64,
     pub decode_tps: f64,
     pub reused_tokens: usize,
+    /// The request's prompt tokens (reused ones included) and the reply's tokens.
+    #[serde(default)]
+    pub prompt_tokens: usize,
+    #[serde(default)]
+    pub generated_tokens: usize,
     /// Tokens of the working context in use, and its size.
     pub context_used: usize,
     pub context_size: usize,

@@ -77,6 +77,8 @@ impl Agent {
                             prefill_tps: stats.prefill_tps,
                             decode_tps: stats.decode_tps,
                             reused_tokens: stats.reused_tokens,
+                            prompt_tokens: stats.prompt_tokens,
+                            generated_tokens: stats.generated_tokens,
                             context_used: stats.prompt_tokens + stats.generated_tokens,
                             context_size: info.ctx,
                             kv_bytes: stats.kv_bytes,

@@ -1,0 +1,3 @@
+module nums
+
+go 1.19

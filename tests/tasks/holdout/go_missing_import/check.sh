@@ -1,0 +1,4 @@
+#!/usr/bin/env bash
+# Run in the edited repository; exit 0 when the task is done.
+set -euo pipefail
+go test ./... 2>&1

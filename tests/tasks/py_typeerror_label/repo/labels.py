@@ -1,0 +1,2 @@
+def label(name, count):
+    return name + ": " + count + " items"

@@ -1,0 +1,3 @@
+from labels import label
+
+print(label("box", 3))
