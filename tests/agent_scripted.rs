@@ -1336,3 +1336,17 @@ async fn five_turns_past_the_context_say_what_was_left_out() {
         assert!(ids.len() + request.max_tokens <= 3000, "prompt {i}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_path_on_the_first_line_inside_a_block_names_the_file() {
+    let mut s = Session::start(
+        &[("src/config.js", "const timeout = 1000;\n")],
+        Script::new(["```javascript\nsrc/config.js\nconst timeout = 5000;\n```\n"]),
+        Policy::Edits,
+        |_| {},
+    );
+    let ev = s.turn("raise the timeout to 5000").await;
+    assert_eq!(end(&ev), TurnEnd::Answered);
+    assert_eq!(s.read("src/config.js"), "const timeout = 5000;\n");
+    assert_eq!(s.requests(), 1);
+}

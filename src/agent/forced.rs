@@ -59,7 +59,8 @@ pub(super) fn asks_for_change(request: &str) -> bool {
 impl Agent {
     /// The file a change request is most likely about: the innermost frame of a pasted
     /// error, else the first file the request names, else the file whose definitions
-    /// the request names most (the repo map's symbols), else the file shown last.
+    /// the request names most (the repo map's symbols), else the file shown last, else
+    /// the repository's only source file.
     pub(super) fn edit_target(&self, request: &str) -> Option<String> {
         let files = self.repo_files();
         if pasted::looks_like_error(request) {
@@ -71,24 +72,34 @@ impl Agent {
         if let Some(f) = context::mentioned_files(request, &files).into_iter().next() {
             return Some(f);
         }
-        let words: std::collections::HashSet<&str> = request
+        // Words of the request, lower-cased, singular and plural alike.
+        let words: std::collections::HashSet<String> = request
             .split(|c: char| !(c.is_alphanumeric() || c == '_'))
             .filter(|w| w.len() > 1)
+            .map(|w| w.to_lowercase().trim_end_matches('s').to_string())
             .collect();
-        let by_symbols = repomap::scan(&self.opts.workspace)
-            .into_iter()
+        let scanned = repomap::scan(&self.opts.workspace);
+        let by_symbols = scanned
+            .iter()
             .map(|f| {
                 let hits = f
                     .symbols
                     .iter()
-                    .filter(|s| words.contains(s.name.as_str()))
+                    .filter(|s| words.contains(s.name.to_lowercase().trim_end_matches('s')))
                     .count();
-                (hits, f.path)
+                (hits, &f.path)
             })
             .filter(|(hits, _)| *hits > 0)
             .max_by_key(|(hits, _)| *hits)
-            .map(|(_, path)| path);
-        by_symbols.or_else(|| self.shown_order.last().cloned())
+            .map(|(_, path)| path.clone());
+        // A repository of one source file: that one.
+        let only_source = || match scanned.as_slice() {
+            [one] => Some(one.path.clone()),
+            _ => None,
+        };
+        by_symbols
+            .or_else(|| self.shown_order.last().cloned())
+            .or_else(only_source)
     }
 
     /// When a fix is due and one of `paths` is a Python file still holding a function

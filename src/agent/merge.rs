@@ -155,7 +155,38 @@ impl Merged {
 }
 
 /// The new content of a file now holding `old` (None: a new file), given the block.
+/// `text` with the indentation every non-blank line shares taken off.
+fn dedent(text: &str) -> String {
+    let common = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.len() - l.trim_start().len())
+        .min()
+        .unwrap_or(0);
+    if common == 0 {
+        return text.to_string();
+    }
+    let mut out: String = text
+        .lines()
+        .map(|l| l.get(common..).unwrap_or(""))
+        .collect::<Vec<_>>()
+        .join("\n");
+    if text.ends_with('\n') {
+        out.push('\n');
+    }
+    out
+}
+
 pub fn merge(old: Option<&str>, block: &str, lang: &str) -> Result<Merged, String> {
+    // A brace language's block indented as a whole (as small models write a file in a
+    // list or a quote) is the file at its own margin; Python's indentation is meaning.
+    let dedented;
+    let block = if is_python(lang) {
+        block
+    } else {
+        dedented = dedent(block);
+        dedented.as_str()
+    };
     let elided = block.lines().any(is_elision);
     let Some(old) = old.filter(|o| !o.trim().is_empty()) else {
         if elided {
@@ -327,6 +358,16 @@ pub fn python_stubs(text: &str) -> Vec<(String, usize)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_brace_language_block_indented_as_a_whole_is_taken_at_its_margin() {
+        let old = "function options() {\n  return 1;\n}\n";
+        let block = "  function options() {\n    return 2;\n  }\n";
+        let m = merge(Some(old), block, "javascript").unwrap();
+        assert_eq!(m.text(), "function options() {\n  return 2;\n}\n");
+        // Python keeps its indentation: a method stays a method.
+        assert_eq!(dedent("    x = 1\n\n    y = 2\n"), "x = 1\n\ny = 2\n");
+    }
 
     const FILE: &str = "from typing import List\n\n\ndef a(x: int) -> int:\n    \"\"\"Doc.\"\"\"\n    pass\n\n\n@cache\ndef b():\n    return 2\n";
 

@@ -194,6 +194,9 @@ struct Agent {
     /// How the next reply must begin (see `forced`).
     force_prefix: Option<String>,
     allowed_programs: HashSet<String>,
+    /// Edits proposed or found unusable so far (a turn tells from it whether a reply
+    /// held an edit).
+    edit_attempts: usize,
     /// What this turn's checks know (see `verify`).
     checks: verify::TurnChecks,
     next_id: u64,
@@ -226,6 +229,7 @@ impl Agent {
             force_prefix: None,
             checks: verify::TurnChecks::default(),
             context_used: 0,
+            edit_attempts: 0,
             allowed_programs: HashSet::new(),
             next_id: 1,
             shutdown: false,

@@ -32,6 +32,15 @@ impl Agent {
         problems: &mut Vec<String>,
         results: &mut Vec<String>,
     ) -> Option<Change> {
+        // A block that names its file on its first line, inside the fence: that line is
+        // the path, not code.
+        let (path, content) = match path {
+            Some(p) => (Some(p), content),
+            None => match self.path_on_first_line(content) {
+                Some((p, rest)) => (Some(p), rest),
+                None => (None, content),
+            },
+        };
         // A path copied from the instructions' example (a file that does not
         // exist, named in the system prompt) means the file under discussion.
         let example = path.clone().filter(|p| self.is_example_path(p));
@@ -96,8 +105,26 @@ impl Agent {
         }
     }
 
+    /// A block's first line when it is a repository file's path (as the model wrote it,
+    /// or the one file it names), and the block's text after it.
+    fn path_on_first_line<'a>(&self, content: &'a str) -> Option<(String, &'a str)> {
+        let (first, rest) = content.split_once('\n')?;
+        let first = first.trim().trim_matches('`');
+        if first.is_empty() || first.contains(char::is_whitespace) || !first.contains('.') {
+            return None;
+        }
+        let path = self.fix_path(first);
+        let exists = self
+            .opts
+            .workspace
+            .resolve(&path)
+            .is_ok_and(|a| a.is_file());
+        exists.then_some((path, rest))
+    }
+
     /// Show a proposal and settle it under the policy.
     pub(super) async fn propose(&mut self, changes: Vec<Change>) -> Result<ProposalOutcome, Flow> {
+        self.edit_attempts += 1;
         let mut proposal = match Proposal::new(&self.opts.workspace, changes) {
             Ok(p) => p,
             Err(e) => {
@@ -110,6 +137,10 @@ impl Agent {
             }
         };
         if proposal.is_empty() {
+            // Said, so a request for a change never ends in silence.
+            self.emit(Event::Text {
+                delta: "\n(The edit leaves every file as it was: nothing to review.)\n".into(),
+            });
             return Ok(ProposalOutcome {
                 applied: false,
                 files: Vec::new(),

@@ -80,6 +80,13 @@ impl Agent {
                 }
             }
         }
+        // A change request that names no file: the file it is most likely about is shown
+        // with it, so the model does not write it blind.
+        if attach.is_empty() && forced::asks_for_change(text) {
+            if let Some(target) = self.edit_target(text) {
+                attach.push(target);
+            }
+        }
         self.start_at_named_stub(text, &attach);
         for path in attach {
             // A file already shown and unchanged need not be shown again.
@@ -148,14 +155,11 @@ impl Agent {
             };
             // A malformed block was an edit the model tried; its correction is the
             // retries' business.
-            let parsed = actions::parse(&reply);
-            edited |= !parsed.malformed.is_empty()
-                || parsed
-                    .actions
-                    .iter()
-                    .any(|a| matches!(a, Action::Edit { .. }));
+            edited |= !actions::parse(&reply).malformed.is_empty();
+            let attempts_before_reply = self.edit_attempts;
             let attempts_before = fix_attempts;
             let flow = self.act(&reply, &mut retries, &mut fix_attempts).await;
+            edited |= self.edit_attempts > attempts_before_reply;
             match flow {
                 Flow::Answered if wants_change && !edited && !insisted => {
                     insisted = true;
@@ -340,6 +344,7 @@ impl Agent {
             }
         }
         if !problems.is_empty() {
+            self.edit_attempts += 1;
             self.emit(Event::Malformed {
                 problems: problems.clone(),
             });
