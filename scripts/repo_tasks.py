@@ -25,7 +25,9 @@ prompt tokens prefilled and reused; then the pass count, the well-formed rate, a
 median seconds. --validate checks that every task's check fails on the unedited
 repository (a check that passes without the fix cannot tell anything).
 
-usage: scripts/repo_tasks.py TIER [--bare] [--holdout] [--only NAME] [--lcode PATH]
+--log DIR keeps each task's lcode output (and the check's) in DIR/NAME.txt.
+
+usage: scripts/repo_tasks.py TIER [--bare] [--holdout] [--only NAME] [--lcode PATH] [--log DIR]
        scripts/repo_tasks.py --validate
 """
 
@@ -83,7 +85,7 @@ def check(task, repo):
 
 
 def run_agent(lcode, tier, task, repo, env):
-    """lcode exec on the task: (seconds, replies, malformed, prefilled, reused)."""
+    """lcode exec on the task: (seconds, replies, malformed, prefilled, reused, output)."""
     prompt = (task / "prompt.txt").read_text()
     start = time.monotonic()
     try:
@@ -107,7 +109,7 @@ def run_agent(lcode, tier, task, repo, env):
             reused += ev.get("reused_tokens", 0)
         elif ev.get("type") == "malformed":
             malformed += 1
-    return secs, replies, malformed, prefilled, reused
+    return secs, replies, malformed, prefilled, reused, out
 
 
 BARE_ASK = (
@@ -165,11 +167,11 @@ def run_bare(lcode, tier, task, repo, env):
     try:
         out = json.loads(r.stdout.strip().splitlines()[-1])
     except (json.JSONDecodeError, IndexError):
-        return secs, 1, 1, 0, 0
+        return secs, 1, 1, 0, 0, r.stdout + r.stderr
     written = write_blocks(out["text"], repo)
     stats = out.get("stats", {})
     prefilled = stats.get("prompt_tokens", 0) - stats.get("reused_tokens", 0)
-    return secs, 1, 0 if written else 1, prefilled, stats.get("reused_tokens", 0)
+    return secs, 1, 0 if written else 1, prefilled, stats.get("reused_tokens", 0), out["text"]
 
 
 def validate():
@@ -198,6 +200,9 @@ def main():
     only = args[args.index("--only") + 1] if "--only" in args else None
     lcode = args[args.index("--lcode") + 1] if "--lcode" in args else str(
         ROOT / "target" / "release" / "lcode")
+    log = Path(args[args.index("--log") + 1]) if "--log" in args else None
+    if log:
+        log.mkdir(parents=True, exist_ok=True)
     run = run_bare if bare else run_agent
     rows = []
     with tempfile.TemporaryDirectory() as state:
@@ -211,8 +216,11 @@ def main():
             with tempfile.TemporaryDirectory() as d:
                 repo = Path(d) / "repo"
                 checkout(task, repo)
-                secs, replies, malformed, prefilled, reused = run(lcode, tier, task, repo, env)
+                secs, replies, malformed, prefilled, reused, output = run(
+                    lcode, tier, task, repo, env)
                 passed, out = check(task, repo)
+                if log:
+                    (log / f"{task.name}.txt").write_text(f"{output}\n--- check ---\n{out}")
             rows.append((task.name, passed, secs, replies, malformed, prefilled, reused))
             print(f"  {task.name:28} {'PASS' if passed else 'fail'} {secs:6.1f} s  replies "
                   f"{replies}  malformed {malformed}  prefilled {prefilled}  reused {reused}",

@@ -1263,9 +1263,9 @@ async fn a_detected_test_command_the_policy_does_not_run_is_no_failure() {
     );
     let ev = s.turn("make f return 3 in app.py").await;
     assert_eq!(end(&ev), TurnEnd::Answered);
-    assert!(ev
-        .iter()
-        .any(|e| matches!(e, Event::Command { command, .. } if command == "python3 -m pytest -q")));
+    assert!(ev.iter().any(
+        |e| matches!(e, Event::Command { command, .. } if command.starts_with("python3 -m "))
+    ));
     // Denied by `--approve edits`: not run, so nothing goes back to fix.
     assert_eq!(s.requests(), 1);
 }

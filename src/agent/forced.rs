@@ -23,6 +23,18 @@ pub(super) fn whole_file_start(path: &str) -> String {
     format!("{path}\n```{lang}\n")
 }
 
+/// A test file by the usual names (`tests/`, `test_x.py`, `x_test.go`, `x.test.js`,
+/// `x.spec.ts`): the code under test is the likelier place for a fix.
+pub(super) fn is_test_file(path: &str) -> bool {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    path.split('/')
+        .any(|d| d == "tests" || d == "test" || d == "__tests__")
+        || name.starts_with("test_")
+        || name.contains("_test.")
+        || name.contains(".test.")
+        || name.contains(".spec.")
+}
+
 /// The start of an answer to a pasted error: the innermost code frame in the
 /// repository, the likeliest to need the fix (a small model asked to name the file and
 /// line often does not).
@@ -30,8 +42,9 @@ pub(super) fn error_location_start(path: &str, line: usize) -> String {
     format!("The error is at `{path}` line {line}: ")
 }
 
-/// Whether a request asks for a change to the code (fix, add, rename, implement, ...),
-/// as against a question ("what does add do?", "how do I fix this?").
+/// Whether a request asks for a change to the code (fix, add, rename, implement, ...,
+/// or a pasted error on its own), as against a question ("what does add do?", "how do
+/// I fix this?", "explain this error: ...").
 pub(super) fn asks_for_change(request: &str) -> bool {
     const QUESTIONS: &[&str] = &[
         "what", "why", "how", "where", "when", "which", "who", "explain", "describe", "does", "do",
@@ -46,6 +59,9 @@ pub(super) fn asks_for_change(request: &str) -> bool {
     if QUESTIONS.contains(&first.as_str()) {
         return false;
     }
+    if pasted::looks_like_error(request) {
+        return true;
+    }
     static ASK: OnceLock<Regex> = OnceLock::new();
     let ask = ASK.get_or_init(|| {
         Regex::new(
@@ -57,49 +73,54 @@ pub(super) fn asks_for_change(request: &str) -> bool {
 }
 
 impl Agent {
-    /// The file a change request is most likely about: the innermost frame of a pasted
-    /// error, else the first file the request names, else the file whose definitions
-    /// the request names most (the repo map's symbols), else the file shown last, else
-    /// the repository's only source file.
+    /// The file a change request is most likely about, a test file last: the innermost
+    /// frame of a pasted error, a file the request names, the file defining what the
+    /// request names (the repo map's symbols), the file shown last, or the repository's
+    /// only source file.
     pub(super) fn edit_target(&self, request: &str) -> Option<String> {
         let files = self.repo_files();
+        let mut candidates: Vec<String> = Vec::new();
         if pasted::looks_like_error(request) {
             let refs = pasted::references(&self.opts.workspace, request, &files);
             if let Some(p) = pasted::primary(request, &refs) {
-                return Some(p.path.clone());
+                candidates.push(p.path.clone());
             }
         }
-        if let Some(f) = context::mentioned_files(request, &files).into_iter().next() {
-            return Some(f);
+        candidates.extend(context::mentioned_files(request, &files));
+        candidates.extend(self.defining_file(request));
+        candidates.extend(self.shown_order.last().cloned());
+        if let [only] = repomap::scan(&self.opts.workspace).as_slice() {
+            candidates.push(only.path.clone());
         }
-        // Words of the request, lower-cased, singular and plural alike.
+        candidates
+            .iter()
+            .find(|p| !is_test_file(p))
+            .or(candidates.first())
+            .cloned()
+    }
+
+    /// The file, tests aside, defining most of the names a request mentions (singular
+    /// and plural alike, case aside).
+    pub(super) fn defining_file(&self, request: &str) -> Option<String> {
         let words: std::collections::HashSet<String> = request
             .split(|c: char| !(c.is_alphanumeric() || c == '_'))
             .filter(|w| w.len() > 1)
             .map(|w| w.to_lowercase().trim_end_matches('s').to_string())
             .collect();
-        let scanned = repomap::scan(&self.opts.workspace);
-        let by_symbols = scanned
-            .iter()
+        repomap::scan(&self.opts.workspace)
+            .into_iter()
+            .filter(|f| !is_test_file(&f.path))
             .map(|f| {
                 let hits = f
                     .symbols
                     .iter()
                     .filter(|s| words.contains(s.name.to_lowercase().trim_end_matches('s')))
                     .count();
-                (hits, &f.path)
+                (hits, f.path)
             })
             .filter(|(hits, _)| *hits > 0)
             .max_by_key(|(hits, _)| *hits)
-            .map(|(_, path)| path.clone());
-        // A repository of one source file: that one.
-        let only_source = || match scanned.as_slice() {
-            [one] => Some(one.path.clone()),
-            _ => None,
-        };
-        by_symbols
-            .or_else(|| self.shown_order.last().cloned())
-            .or_else(only_source)
+            .map(|(_, path)| path)
     }
 
     /// When a fix is due and one of `paths` is a Python file still holding a function
@@ -188,6 +209,7 @@ mod tests {
             "rename parse to parse_args",
             "can you make it faster?",
             "Implement the function f in solution.py",
+            "Traceback (most recent call last):\n  File \"a.py\", line 1, in <module>\nNameError: name 'x' is not defined",
         ] {
             assert!(asks_for_change(change), "{change}");
         }
@@ -196,6 +218,7 @@ mod tests {
             "How do I fix this?",
             "explain the error",
             "where is Serve defined?",
+            "explain this:\nTraceback (most recent call last):\n  File \"a.py\", line 1, in <module>\nNameError: name 'x' is not defined",
         ] {
             assert!(!asks_for_change(question), "{question}");
         }

@@ -47,7 +47,7 @@ pub fn looks_like_error(text: &str) -> bool {
     static RE: OnceLock<Regex> = OnceLock::new();
     RE.get_or_init(|| {
         Regex::new(
-            r"(?m)Traceback \(most recent call last\)|^\s*error(\[E\d+\])?:|\berror TS\d+|^\w*(Error|Exception)\b.*:|^\s+at .+[:(]\d+|panicked at|^goroutine \d+|: error:|\bException in thread\b|FAILED|AssertionError",
+            r"(?m)Traceback \(most recent call last\)|^\s*error(\[E\d+\])?:|\berror TS\d+|^\w*(Error|Exception)\b.*:|^\s+at .+[:(]\d+|panicked at|^goroutine \d+|: error:|\bException in thread\b|FAILED|AssertionError|^--- FAIL:|^\S+\.go:\d+(:\d+)?: ",
         )
         .expect("valid")
     })

@@ -48,7 +48,7 @@ impl Agent {
         let inferred = path.is_none();
         let Some(path) = path
             .map(|p| self.fix_path(&p))
-            .or_else(|| self.infer_target(lang))
+            .or_else(|| self.infer_target(lang, content))
         else {
             // A block with no file named and none in the conversation: an
             // example, not an edit.

@@ -5,7 +5,7 @@
 
 use super::{context, forced, Agent};
 use crate::protocol::Event;
-use crate::tools::files;
+use crate::tools::{files, repomap};
 
 /// Budgets, in bytes of text, for what goes back to the model.
 const READ_BUDGET: usize = 12_000;
@@ -141,8 +141,9 @@ impl Agent {
     }
 
     /// The file a block without a path is for: the most recently shown file whose
-    /// extension fits the block's language.
-    pub(super) fn infer_target(&self, lang: &str) -> Option<String> {
+    /// extension fits the block's language, else the repository file that defines
+    /// most of what the block defines (none in common: none).
+    pub(super) fn infer_target(&self, lang: &str, block: &str) -> Option<String> {
         let fits = |p: &str| {
             let ext = p.rsplit_once('.').map(|(_, e)| e).unwrap_or("");
             lang.is_empty()
@@ -161,7 +162,30 @@ impl Agent {
                         | ("yaml", "yml" | "yaml")
                 )
         };
-        self.shown_order.iter().rev().find(|p| fits(p)).cloned()
+        self.shown_order
+            .iter()
+            .rev()
+            .find(|p| fits(p))
+            .cloned()
+            .or_else(|| self.file_defining(block, &fits))
+    }
+
+    /// The repository file of a fitting language sharing the most definition names
+    /// with `block` (parsed as each candidate's language).
+    fn file_defining(&self, block: &str, fits: &dyn Fn(&str) -> bool) -> Option<String> {
+        repomap::scan(&self.opts.workspace)
+            .into_iter()
+            .filter(|f| fits(&f.path))
+            .filter_map(|f| {
+                let names: std::collections::HashSet<String> = repomap::symbols(&f.path, block)?
+                    .into_iter()
+                    .map(|s| s.name)
+                    .collect();
+                let shared = f.symbols.iter().filter(|s| names.contains(&s.name)).count();
+                (shared > 0).then_some((shared, f.path))
+            })
+            .max_by_key(|(shared, _)| *shared)
+            .map(|(_, path)| path)
     }
 
     /// Whether `path` is only the instructions' example: named in the system prompt,

@@ -80,11 +80,15 @@ impl Agent {
                 }
             }
         }
-        // A change request that names no file: the file it is most likely about is shown
-        // with it, so the model does not write it blind.
-        if attach.is_empty() && forced::asks_for_change(text) {
-            if let Some(target) = self.edit_target(text) {
-                attach.push(target);
+        // A change request is shown the file it is most likely about, and the file that
+        // defines what it names, so the model does not write code blind (or rewrite the
+        // failing test it was shown instead of the code).
+        if forced::asks_for_change(text) {
+            let wanted = [self.edit_target(text), self.defining_file(text)];
+            for target in wanted.into_iter().flatten() {
+                if !attach.contains(&target) && attach.len() < 3 {
+                    attach.push(target);
+                }
             }
         }
         self.start_at_named_stub(text, &attach);
@@ -158,7 +162,9 @@ impl Agent {
             edited |= !actions::parse(&reply).malformed.is_empty();
             let attempts_before_reply = self.edit_attempts;
             let attempts_before = fix_attempts;
-            let flow = self.act(&reply, &mut retries, &mut fix_attempts).await;
+            let flow = self
+                .act(&reply, wants_change, &mut retries, &mut fix_attempts)
+                .await;
             edited |= self.edit_attempts > attempts_before_reply;
             match flow {
                 Flow::Answered if wants_change && !edited && !insisted => {
@@ -245,7 +251,15 @@ impl Agent {
     }
 
     /// Carry out a reply's actions; say what goes back to the model.
-    async fn act(&mut self, reply: &str, retries: &mut usize, fix_attempts: &mut usize) -> Flow {
+    /// `wants_change`: the turn's request asks for a change (an edit that changes nothing
+    /// is then asked again, within the retries).
+    async fn act(
+        &mut self,
+        reply: &str,
+        wants_change: bool,
+        retries: &mut usize,
+        fix_attempts: &mut usize,
+    ) -> Flow {
         let parsed = actions::parse(reply);
         let mut results: Vec<String> = Vec::new();
         let mut problems: Vec<String> = parsed.malformed.iter().map(|m| m.0.clone()).collect();
@@ -301,11 +315,19 @@ impl Agent {
                 && !outcome.needs_reply
                 && *fix_attempts > 0
                 && outcome.message == NO_CHANGE;
+            let unchanged = !outcome.applied && outcome.message == NO_CHANGE;
             if unchanged_fix && *fix_attempts < self.opts.max_fix_attempts {
                 *fix_attempts += 1;
                 needs_reply = true;
                 results.push(format!(
                     "{NO_CHANGE} The failures above still stand; change the code to fix them."
+                ));
+            } else if unchanged && wants_change && *fix_attempts == 0 && *retries < MAX_RETRIES {
+                // The file copied back as it was: a small model's way of not answering.
+                *retries += 1;
+                needs_reply = true;
+                results.push(format!(
+                    "{NO_CHANGE} You wrote the file back as it was. Make the change the request asks for, and write the whole changed file."
                 ));
             } else {
                 results.push(outcome.message);

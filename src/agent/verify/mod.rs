@@ -174,17 +174,46 @@ pub(super) fn detect_test_command(root: &Path) -> Option<String> {
         || test_files(root)
         || test_files(&root.join("tests"))
     {
-        return Some("python3 -m pytest -q".into());
+        // Without pytest installed, the standard library's runner (unittest-style tests).
+        return Some(if pytest_installed() {
+            "python3 -m pytest -q".into()
+        } else if root.join("tests").is_dir() {
+            "python3 -m unittest discover -s tests -t .".into()
+        } else {
+            "python3 -m unittest discover".into()
+        });
     }
     None
 }
 
+/// Whether `python3` can import pytest (asked once per process).
+fn pytest_installed() -> bool {
+    static INSTALLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *INSTALLED.get_or_init(|| {
+        std::process::Command::new("python3")
+            .args(["-c", "import pytest"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    })
+}
+
 #[cfg(test)]
 mod tests {
-    use super::detect_test_command;
+    use super::{detect_test_command, pytest_installed};
 
     #[test]
     fn the_test_command_is_found_from_the_project_files() {
+        let (python_tests, python_tests_in_folder) = if pytest_installed() {
+            ("python3 -m pytest -q", "python3 -m pytest -q")
+        } else {
+            (
+                "python3 -m unittest discover",
+                "python3 -m unittest discover -s tests -t .",
+            )
+        };
         let cases: &[(&[(&str, &str)], Option<&str>)] = &[
             (&[("Cargo.toml", "[package]\n")], Some("cargo test")),
             (&[("go.mod", "module x\n")], Some("go test ./...")),
@@ -199,10 +228,10 @@ mod tests {
                 )],
                 None,
             ),
-            (&[("tests/test_calc.py", "")], Some("python3 -m pytest -q")),
+            (&[("tests/test_calc.py", "")], Some(python_tests_in_folder)),
             (
                 &[("pyproject.toml", "[tool.pytest.ini_options]\n")],
-                Some("python3 -m pytest -q"),
+                Some(python_tests),
             ),
             (&[("solution.py", "def f(): pass\n")], None),
         ];
