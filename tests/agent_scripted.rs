@@ -1350,3 +1350,57 @@ async fn a_path_on_the_first_line_inside_a_block_names_the_file() {
     assert_eq!(s.read("src/config.js"), "const timeout = 5000;\n");
     assert_eq!(s.requests(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_file_a_change_request_names_is_asked_for() {
+    let mut s = Session::start(
+        &[
+            ("settings.py", "PORT = 8000\n"),
+            ("compose.yml", "ports:\n  - \"8000:8000\"\n"),
+        ],
+        Script::new([
+            edit_reply("settings.py", "PORT = 8080\n"),
+            // The continuation after the forced start `compose.yml\n```yml\n`.
+            "ports:\n  - \"8080:8080\"\n```\n".into(),
+            "Done.".into(),
+        ]),
+        Policy::Edits,
+        |_| {},
+    );
+    let ev = s
+        .turn("change the port to 8080 in settings.py and compose.yml")
+        .await;
+    assert_eq!(end(&ev), TurnEnd::Answered);
+    assert!(
+        s.text(1).ends_with("compose.yml\n```yml\n"),
+        "{}",
+        s.text(1)
+    );
+    assert_eq!(s.read("settings.py"), "PORT = 8080\n");
+    assert_eq!(s.read("compose.yml"), "ports:\n  - \"8080:8080\"\n");
+    assert_eq!(s.requests(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_test_named_in_a_request_points_at_the_code_it_tests() {
+    let test = "import unittest\n\nfrom slug import slugify\n\n\nclass T(unittest.TestCase):\n    def test_lowercase(self):\n        self.assertEqual(slugify(\"A\"), \"a\")\n";
+    let mut s = Session::start(
+        &[
+            ("slug.py", "def slugify(t):\n    return t\n"),
+            ("tests/test_slug.py", test),
+        ],
+        Script::new([
+            "The test fails.",
+            "def slugify(t):\n    return t.lower()\n```\n",
+        ]),
+        Policy::Edits,
+        |_| {},
+    );
+    let ev = s
+        .turn("test_lowercase fails. Fix the code so the tests pass.")
+        .await;
+    assert_eq!(end(&ev), TurnEnd::Answered);
+    assert!(s.prompt(0).contains("slug.py\n```"), "{}", s.prompt(0));
+    assert!(s.text(1).ends_with("slug.py\n```python\n"), "{}", s.text(1));
+    assert_eq!(s.read("slug.py"), "def slugify(t):\n    return t.lower()\n");
+}

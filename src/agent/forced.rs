@@ -23,6 +23,19 @@ pub(super) fn whole_file_start(path: &str) -> String {
     format!("{path}\n```{lang}\n")
 }
 
+/// A word as names are compared: lower-cased, a plural `s` off.
+fn normal(word: &str) -> String {
+    word.to_lowercase().trim_end_matches('s').to_string()
+}
+
+/// The words of a text (identifiers and plain words), as `normal` writes them.
+fn request_words(text: &str) -> std::collections::HashSet<String> {
+    text.split(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .filter(|w| w.len() > 1)
+        .map(normal)
+        .collect()
+}
+
 /// A test file by the usual names (`tests/`, `test_x.py`, `x_test.go`, `x.test.js`,
 /// `x.spec.ts`): the code under test is the likelier place for a fix.
 pub(super) fn is_test_file(path: &str) -> bool {
@@ -88,25 +101,71 @@ impl Agent {
         }
         candidates.extend(context::mentioned_files(request, &files));
         candidates.extend(self.defining_file(request));
+        let scanned = repomap::scan(&self.opts.workspace);
+        // Test files the request points at (by the tests it names), for the code they use.
+        let words = request_words(request);
+        candidates.extend(
+            scanned
+                .iter()
+                .filter(|f| is_test_file(&f.path))
+                .filter(|f| f.symbols.iter().any(|s| words.contains(&normal(&s.name))))
+                .map(|f| f.path.clone()),
+        );
         candidates.extend(self.shown_order.last().cloned());
-        if let [only] = repomap::scan(&self.opts.workspace).as_slice() {
+        if let [only] = scanned.as_slice() {
             candidates.push(only.path.clone());
         }
-        candidates
+        // A test file stands for the code it uses: the repository files it names.
+        let mut expanded = Vec::new();
+        for c in candidates {
+            if is_test_file(&c) {
+                expanded.extend(self.code_under_test(&c, &files));
+            }
+            expanded.push(c);
+        }
+        expanded
             .iter()
             .find(|p| !is_test_file(p))
-            .or(candidates.first())
+            .or(expanded.first())
             .cloned()
+    }
+
+    /// The source files, tests aside, whose module name a test file mentions as a word
+    /// (`from slug import`, `require("../text")`, `use parity::`).
+    fn code_under_test(&self, test: &str, files: &[String]) -> Vec<String> {
+        let Some(text) = self
+            .opts
+            .workspace
+            .resolve(test)
+            .ok()
+            .and_then(|a| std::fs::read_to_string(a).ok())
+        else {
+            return Vec::new();
+        };
+        let words = request_words(&text);
+        // A Rust test names its crate (`use parity::...`): the crate's root is the code.
+        let crate_name = std::fs::read_to_string(self.opts.workspace.root().join("Cargo.toml"))
+            .ok()
+            .and_then(|t| t.parse::<toml::Table>().ok())
+            .and_then(|t| t.get("package")?.get("name")?.as_str().map(normal));
+        files
+            .iter()
+            .filter(|f| !is_test_file(f) && repomap::symbols(f, "").is_some())
+            .filter(|f| {
+                let stem = f.rsplit('/').next().unwrap_or(f);
+                let stem = stem.split('.').next().unwrap_or(stem);
+                words.contains(&normal(stem))
+                    || (f.as_str() == "src/lib.rs"
+                        && crate_name.as_ref().is_some_and(|c| words.contains(c)))
+            })
+            .cloned()
+            .collect()
     }
 
     /// The file, tests aside, defining most of the names a request mentions (singular
     /// and plural alike, case aside).
     pub(super) fn defining_file(&self, request: &str) -> Option<String> {
-        let words: std::collections::HashSet<String> = request
-            .split(|c: char| !(c.is_alphanumeric() || c == '_'))
-            .filter(|w| w.len() > 1)
-            .map(|w| w.to_lowercase().trim_end_matches('s').to_string())
-            .collect();
+        let words = request_words(request);
         repomap::scan(&self.opts.workspace)
             .into_iter()
             .filter(|f| !is_test_file(&f.path))
@@ -114,7 +173,7 @@ impl Agent {
                 let hits = f
                     .symbols
                     .iter()
-                    .filter(|s| words.contains(s.name.to_lowercase().trim_end_matches('s')))
+                    .filter(|s| words.contains(&normal(&s.name)))
                     .count();
                 (hits, f.path)
             })

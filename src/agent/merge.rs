@@ -209,6 +209,24 @@ pub fn merge(old: Option<&str>, block: &str, lang: &str) -> Result<Merged, Strin
         return Ok(Merged::Whole(with_header(&old_lines, block, python)));
     }
     let old_names: HashSet<&str> = old_defs.iter().map(|d| d.name.as_str()).collect();
+    // A whole file with definitions renamed: each name gone has a new definition whose
+    // body is the old one's (the name aside), and nothing else is left out.
+    let body = |lines: &[&str], d: &Def, name: &str| -> String {
+        lines[d.start..d.end].join("\n").replace(name, "")
+    };
+    let renamed = |gone: &str| {
+        let Some(old) = old_defs.iter().find(|d| d.name == gone) else {
+            return false;
+        };
+        let was = body(&old_lines, old, gone);
+        new_defs
+            .iter()
+            .filter(|d| !old_names.contains(d.name.as_str()))
+            .any(|d| body(&new_lines, d, &d.name) == was)
+    };
+    if !elided && !missing.is_empty() && missing.iter().all(|m| renamed(m)) {
+        return Ok(Merged::Whole(with_header(&old_lines, block, python)));
+    }
     if !new_defs.iter().any(|d| old_names.contains(d.name.as_str())) {
         if new_defs.is_empty() && !elided && old_defs.is_empty() {
             return Ok(Merged::Whole(block.to_string()));
@@ -358,6 +376,20 @@ pub fn python_stubs(text: &str) -> Vec<(String, usize)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_whole_file_with_a_definition_renamed_replaces_the_file() {
+        let old = "function formatPrice(c) {\n  return c;\n}\n\nfunction other() {}\n";
+        let block = "function formatMoney(c) {\n  return c;\n}\n\nfunction other() {}\n";
+        assert_eq!(merge(Some(old), block, "js").unwrap().text(), block);
+        // A block of one renamed function does not drop the rest of the file.
+        assert!(merge(
+            Some(old),
+            "function formatMoney(c) {\n  return c;\n}\n",
+            "js"
+        )
+        .is_err());
+    }
 
     #[test]
     fn a_brace_language_block_indented_as_a_whole_is_taken_at_its_margin() {

@@ -194,6 +194,8 @@ struct Agent {
     /// How the next reply must begin (see `forced`).
     force_prefix: Option<String>,
     allowed_programs: HashSet<String>,
+    /// Files the current turn's proposals changed.
+    turn_edited: HashSet<String>,
     /// Edits proposed or found unusable so far (a turn tells from it whether a reply
     /// held an edit).
     edit_attempts: usize,
@@ -230,6 +232,7 @@ impl Agent {
             checks: verify::TurnChecks::default(),
             context_used: 0,
             edit_attempts: 0,
+            turn_edited: HashSet::new(),
             allowed_programs: HashSet::new(),
             next_id: 1,
             shutdown: false,

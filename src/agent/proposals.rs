@@ -148,6 +148,8 @@ impl Agent {
                 message: NO_CHANGE.into(),
             });
         }
+        self.turn_edited
+            .extend(proposal.files.iter().map(|f| f.path.clone()));
         self.emit(Event::EditProposed {
             files: proposal.files_for_review(),
         });

@@ -148,6 +148,17 @@ impl Agent {
         let wants_change = forced::asks_for_change(&text);
         let mut edited = false;
         let mut insisted = false;
+        self.turn_edited.clear();
+        // Files the request names that its edits have not touched yet, asked for once
+        // each: a small model changes one file of several and stops.
+        let mut named: Vec<String> = if wants_change {
+            context::mentioned_files(&text, &self.repo_files())
+                .into_iter()
+                .filter(|f| !forced::is_test_file(f))
+                .collect()
+        } else {
+            Vec::new()
+        };
         for _ in 0..self.opts.max_steps {
             let how = ReplyOptions {
                 fix_attempt: fix_attempts,
@@ -167,6 +178,15 @@ impl Agent {
                 .await;
             edited |= self.edit_attempts > attempts_before_reply;
             match flow {
+                Flow::Answered
+                    if wants_change && edited && !self.turn_edited.is_empty() && {
+                        named.retain(|f| !self.turn_edited.contains(f));
+                        !named.is_empty()
+                    } =>
+                {
+                    let next = named.remove(0);
+                    self.ask_for_the_next_file(&next);
+                }
                 Flow::Answered if wants_change && !edited && !insisted => {
                     insisted = true;
                     if !self.insist_on_an_edit(&text) {
@@ -235,6 +255,31 @@ impl Agent {
         self.push_message("user", results);
         self.force_prefix = Some(forced::whole_file_start(&path));
         true
+    }
+
+    /// After an edit of some of the files a request names: ask for the next one, the
+    /// reply started as its block.
+    fn ask_for_the_next_file(&mut self, path: &str) {
+        let mut done: Vec<String> = self.turn_edited.iter().cloned().collect();
+        done.sort();
+        self.emit(Event::Text {
+            delta: format!("\n(The request names `{path}` too.)\n\n"),
+        });
+        // The file first, then what to do with it, as in a user's message.
+        let mut results = String::from("[results]\n");
+        if !self.shown_unchanged(path) {
+            if let Ok(block) = self.show_file(path, None) {
+                results.push_str(&block);
+                results.push('\n');
+            }
+        }
+        results.push_str(&format!(
+            "You changed {}. The request names {path} too: write the whole new {path} with its part of the change.",
+            done.join(", ")
+        ));
+        let results = self.fit_results(results);
+        self.push_message("user", results);
+        self.force_prefix = Some(forced::whole_file_start(path));
     }
 
     fn end_turn(&mut self, flow: Flow) {
