@@ -1404,3 +1404,33 @@ async fn a_failing_test_named_in_a_request_points_at_the_code_it_tests() {
     assert!(s.text(1).ends_with("slug.py\n```python\n"), "{}", s.text(1));
     assert_eq!(s.read("slug.py"), "def slugify(t):\n    return t.lower()\n");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rename_asks_for_every_file_still_using_the_old_name() {
+    let mut s = Session::start(
+        &[
+            ("shop.py", "def calc_total(p):\n    return sum(p)\n"),
+            (
+                "app.py",
+                "from shop import calc_total\n\nX = calc_total([1])\n",
+            ),
+        ],
+        Script::new([
+            edit_reply("shop.py", "def compute_total(p):\n    return sum(p)\n"),
+            // The continuation after the forced start `app.py\n```python\n`.
+            "from shop import compute_total\n\nX = compute_total([1])\n```\n".into(),
+            "Done.".into(),
+        ]),
+        Policy::Edits,
+        |_| {},
+    );
+    let ev = s
+        .turn("Rename calc_total to compute_total everywhere")
+        .await;
+    assert_eq!(end(&ev), TurnEnd::Answered);
+    assert!(s.text(1).ends_with("app.py\n```python\n"), "{}", s.text(1));
+    assert_eq!(
+        s.read("app.py"),
+        "from shop import compute_total\n\nX = compute_total([1])\n"
+    );
+}

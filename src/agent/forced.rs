@@ -23,6 +23,19 @@ pub(super) fn whole_file_start(path: &str) -> String {
     format!("{path}\n```{lang}\n")
 }
 
+/// The old name of a rename the request asks for (`rename parse to parse_args`).
+pub(super) fn renamed_name(request: &str) -> Option<String> {
+    static RENAME: OnceLock<Regex> = OnceLock::new();
+    let re = RENAME.get_or_init(|| {
+        Regex::new(
+            r"(?i)\brename\s+(?:the\s+\w+\s+)?`?([A-Za-z_][\w.]*)`?\s+(?:to|as|into)\s+`?[A-Za-z_]",
+        )
+        .expect("valid")
+    });
+    let name = re.captures(request)?.get(1)?.as_str();
+    Some(name.rsplit('.').next().unwrap_or(name).to_string())
+}
+
 /// A word as names are compared: lower-cased, a plural `s` off.
 fn normal(word: &str) -> String {
     word.to_lowercase().trim_end_matches('s').to_string()
@@ -128,6 +141,25 @@ impl Agent {
             .find(|p| !is_test_file(p))
             .or(expanded.first())
             .cloned()
+    }
+
+    /// The repository's files that use `name` as a word (tests aside).
+    pub(super) fn files_using(&self, name: &str) -> Vec<String> {
+        let Ok(word) = Regex::new(&format!(r"\b{}\b", regex::escape(name))) else {
+            return Vec::new();
+        };
+        self.repo_files()
+            .into_iter()
+            .filter(|f| !is_test_file(f))
+            .filter(|f| {
+                self.opts
+                    .workspace
+                    .resolve(f)
+                    .ok()
+                    .and_then(|a| std::fs::read_to_string(a).ok())
+                    .is_some_and(|text| word.is_match(&text))
+            })
+            .collect()
     }
 
     /// The source files, tests aside, whose module name a test file mentions as a word
@@ -259,6 +291,24 @@ pub(super) fn stub_reply_start(path: &str, text: &str, end: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::asks_for_change;
+
+    #[test]
+    fn the_old_name_of_a_rename_is_read_from_the_request() {
+        use super::renamed_name;
+        assert_eq!(
+            renamed_name("Rename calc_total to compute_total everywhere").as_deref(),
+            Some("calc_total")
+        );
+        assert_eq!(
+            renamed_name("rename the function `parse` as `parse_args`").as_deref(),
+            Some("parse")
+        );
+        assert_eq!(
+            renamed_name("rename Shop.total to sum").as_deref(),
+            Some("total")
+        );
+        assert_eq!(renamed_name("fix the bug"), None);
+    }
 
     #[test]
     fn change_requests_and_questions_are_told_apart() {

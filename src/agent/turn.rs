@@ -151,7 +151,8 @@ impl Agent {
         self.turn_edited.clear();
         // Files the request names that its edits have not touched yet, asked for once
         // each: a small model changes one file of several and stops.
-        let mut named: Vec<String> = if wants_change {
+        // (Not the files of a pasted error's frames: those name where it passed.)
+        let mut named: Vec<String> = if wants_change && !pasted::looks_like_error(&text) {
             context::mentioned_files(&text, &self.repo_files())
                 .into_iter()
                 .filter(|f| !forced::is_test_file(f))
@@ -159,6 +160,9 @@ impl Agent {
         } else {
             Vec::new()
         };
+        // A rename: the files still using the old name after the first edit.
+        let renamed = forced::renamed_name(&text);
+        let mut callers_found = false;
         for _ in 0..self.opts.max_steps {
             let how = ReplyOptions {
                 fix_attempt: fix_attempts,
@@ -180,6 +184,14 @@ impl Agent {
             match flow {
                 Flow::Answered
                     if wants_change && edited && !self.turn_edited.is_empty() && {
+                        if let (Some(old), false) = (&renamed, callers_found) {
+                            callers_found = true;
+                            for f in self.files_using(old) {
+                                if !named.contains(&f) {
+                                    named.push(f);
+                                }
+                            }
+                        }
                         named.retain(|f| !self.turn_edited.contains(f));
                         !named.is_empty()
                     } =>
@@ -257,13 +269,13 @@ impl Agent {
         true
     }
 
-    /// After an edit of some of the files a request names: ask for the next one, the
-    /// reply started as its block.
+    /// After an edit of some of the files a change needs (those the request names, or
+    /// that use a renamed name): ask for the next one, the reply started as its block.
     fn ask_for_the_next_file(&mut self, path: &str) {
         let mut done: Vec<String> = self.turn_edited.iter().cloned().collect();
         done.sort();
         self.emit(Event::Text {
-            delta: format!("\n(The request names `{path}` too.)\n\n"),
+            delta: format!("\n(`{path}` needs its part of the change too.)\n\n"),
         });
         // The file first, then what to do with it, as in a user's message.
         let mut results = String::from("[results]\n");
@@ -274,7 +286,7 @@ impl Agent {
             }
         }
         results.push_str(&format!(
-            "You changed {}. The request names {path} too: write the whole new {path} with its part of the change.",
+            "You changed {}. {path} needs its part of the change too: write the whole new {path}.",
             done.join(", ")
         ));
         let results = self.fit_results(results);
