@@ -94,6 +94,9 @@ def run_agent(lcode, tier, task, repo, env):
             cwd=repo, capture_output=True, text=True, timeout=AGENT_TIMEOUT, env=env,
         )
         out = r.stdout
+        if r.returncode == 1 and not out.strip():
+            # lcode could not start (a model not installed, say): no task can run.
+            sys.exit(f"lcode exec failed: {r.stderr.strip()}")
     except subprocess.TimeoutExpired as e:
         out = (e.stdout or b"").decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
     secs = time.monotonic() - start
