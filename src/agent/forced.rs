@@ -116,14 +116,7 @@ impl Agent {
         candidates.extend(self.defining_file(request));
         let scanned = repomap::scan(&self.opts.workspace);
         // Test files the request points at (by the tests it names), for the code they use.
-        let words = request_words(request);
-        candidates.extend(
-            scanned
-                .iter()
-                .filter(|f| is_test_file(&f.path))
-                .filter(|f| f.symbols.iter().any(|s| words.contains(&normal(&s.name))))
-                .map(|f| f.path.clone()),
-        );
+        candidates.extend(self.named_tests(request));
         candidates.extend(self.shown_order.last().cloned());
         if let [only] = scanned.as_slice() {
             candidates.push(only.path.clone());
@@ -191,6 +184,17 @@ impl Agent {
                         && crate_name.as_ref().is_some_and(|c| words.contains(c)))
             })
             .cloned()
+            .collect()
+    }
+
+    /// The test files defining a test the request names (`test_lowercase fails`).
+    pub(super) fn named_tests(&self, request: &str) -> Vec<String> {
+        let words = request_words(request);
+        repomap::scan(&self.opts.workspace)
+            .into_iter()
+            .filter(|f| is_test_file(&f.path))
+            .filter(|f| f.symbols.iter().any(|s| words.contains(&normal(&s.name))))
+            .map(|f| f.path)
             .collect()
     }
 

@@ -155,6 +155,24 @@ impl Merged {
 }
 
 /// The new content of a file now holding `old` (None: a new file), given the block.
+/// Whether a brace-language block leaves out the old file's module lines (imports,
+/// `require`s, exports): then it is the functions it holds, not the whole file.
+fn drops_module_lines(old: &[&str], new: &[&str]) -> bool {
+    let module_line = |l: &&&str| {
+        let t = l.trim_start();
+        t.starts_with("import ")
+            || t.starts_with("export ")
+            || t.starts_with("module.exports")
+            || t.starts_with("use ")
+            || t.starts_with("package ")
+            || (t.contains("require(") && !l.starts_with(char::is_whitespace))
+    };
+    let kept: HashSet<&str> = new.iter().map(|l| l.trim()).collect();
+    old.iter()
+        .filter(module_line)
+        .any(|l| !kept.contains(l.trim()))
+}
+
 /// `text` with the indentation every non-blank line shares taken off.
 fn dedent(text: &str) -> String {
     let common = text
@@ -205,7 +223,7 @@ pub fn merge(old: Option<&str>, block: &str, lang: &str) -> Result<Merged, Strin
         .map(|d| d.name.as_str())
         .filter(|n| !new_names.contains(n))
         .collect();
-    if missing.is_empty() && !elided {
+    if missing.is_empty() && !elided && (python || !drops_module_lines(&old_lines, &new_lines)) {
         return Ok(Merged::Whole(with_header(&old_lines, block, python)));
     }
     let old_names: HashSet<&str> = old_defs.iter().map(|d| d.name.as_str()).collect();
@@ -376,6 +394,16 @@ pub fn python_stubs(text: &str) -> Vec<(String, usize)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_brace_language_block_without_the_module_lines_replaces_only_its_functions() {
+        let old = "const { f } = require(\"./f\");\n\nfunction line(x) {\n  return f(x);\n}\n\nmodule.exports = { line };\n";
+        let block = "function line(x) {\n  return f(x) + 1;\n}\n";
+        assert_eq!(
+            merge(Some(old), block, "js").unwrap().text(),
+            "const { f } = require(\"./f\");\n\nfunction line(x) {\n  return f(x) + 1;\n}\n\nmodule.exports = { line };\n"
+        );
+    }
 
     #[test]
     fn a_whole_file_with_a_definition_renamed_replaces_the_file() {

@@ -141,8 +141,8 @@ impl Agent {
     }
 
     /// The file a block without a path is for: the most recently shown file whose
-    /// extension fits the block's language, else the repository file that defines
-    /// most of what the block defines (none in common: none).
+    /// extension fits the block's language (code before tests), else the repository file
+    /// that defines most of what the block defines, else a shown test file.
     pub(super) fn infer_target(&self, lang: &str, block: &str) -> Option<String> {
         let fits = |p: &str| {
             let ext = p.rsplit_once('.').map(|(_, e)| e).unwrap_or("");
@@ -162,12 +162,17 @@ impl Agent {
                         | ("yaml", "yml" | "yaml")
                 )
         };
-        self.shown_order
-            .iter()
-            .rev()
-            .find(|p| fits(p))
-            .cloned()
+        // Code before tests: a test shown for its expectations is not the likely target.
+        let shown = |tests: bool| {
+            self.shown_order
+                .iter()
+                .rev()
+                .find(|p| fits(p) && forced::is_test_file(p) == tests)
+                .cloned()
+        };
+        shown(false)
             .or_else(|| self.file_defining(block, &fits))
+            .or_else(|| shown(true))
     }
 
     /// The repository file of a fitting language sharing the most definition names

@@ -80,11 +80,13 @@ impl Agent {
                 }
             }
         }
-        // A change request is shown the file it is most likely about, and the file that
-        // defines what it names, so the model does not write code blind (or rewrite the
-        // failing test it was shown instead of the code).
+        // A change request is shown the file it is most likely about, the file that
+        // defines what it names, and the tests it names, so the model does not write code
+        // blind (or rewrite the failing test it was shown instead of the code).
         if forced::asks_for_change(text) {
-            let wanted = [self.edit_target(text), self.defining_file(text)];
+            let mut wanted = vec![self.edit_target(text), self.defining_file(text)];
+            // The tests it names, so the model sees what they expect.
+            wanted.extend(self.named_tests(text).into_iter().map(Some));
             for target in wanted.into_iter().flatten() {
                 if !attach.contains(&target) && attach.len() < 3 {
                     attach.push(target);
@@ -152,7 +154,7 @@ impl Agent {
         // Files the request names that its edits have not touched yet, asked for once
         // each: a small model changes one file of several and stops.
         // (Not the files of a pasted error's frames: those name where it passed.)
-        let mut named: Vec<String> = if wants_change && !pasted::looks_like_error(&text) {
+        let named: Vec<String> = if wants_change && !pasted::looks_like_error(&text) {
             context::mentioned_files(&text, &self.repo_files())
                 .into_iter()
                 .filter(|f| !forced::is_test_file(f))
@@ -160,9 +162,9 @@ impl Agent {
         } else {
             Vec::new()
         };
-        // A rename: the files still using the old name after the first edit.
+        // A rename: the files still using the old name after an edit.
         let renamed = forced::renamed_name(&text);
-        let mut callers_found = false;
+        let mut asked: std::collections::HashSet<String> = Default::default();
         for _ in 0..self.opts.max_steps {
             let how = ReplyOptions {
                 fix_attempt: fix_attempts,
@@ -181,23 +183,18 @@ impl Agent {
                 .act(&reply, wants_change, &mut retries, &mut fix_attempts)
                 .await;
             edited |= self.edit_attempts > attempts_before_reply;
+            let mut next_file = match flow {
+                Flow::Answered if wants_change && !self.turn_edited.is_empty() => {
+                    self.next_file_to_ask(&named, renamed.as_deref(), &asked)
+                }
+                _ => None,
+            };
             match flow {
-                Flow::Answered
-                    if wants_change && edited && !self.turn_edited.is_empty() && {
-                        if let (Some(old), false) = (&renamed, callers_found) {
-                            callers_found = true;
-                            for f in self.files_using(old) {
-                                if !named.contains(&f) {
-                                    named.push(f);
-                                }
-                            }
-                        }
-                        named.retain(|f| !self.turn_edited.contains(f));
-                        !named.is_empty()
-                    } =>
-                {
-                    let next = named.remove(0);
-                    self.ask_for_the_next_file(&next);
+                Flow::Answered if next_file.is_some() => {
+                    if let Some(next) = next_file.take() {
+                        asked.insert(next.clone());
+                        self.ask_for_the_next_file(&next);
+                    }
                 }
                 Flow::Answered if wants_change && !edited && !insisted => {
                     insisted = true;
@@ -267,6 +264,22 @@ impl Agent {
         self.push_message("user", results);
         self.force_prefix = Some(forced::whole_file_start(&path));
         true
+    }
+
+    /// The next file the change needs that no edit of this turn touched (a file the
+    /// request names) or that still uses a renamed name, not asked for yet.
+    fn next_file_to_ask(
+        &self,
+        named: &[String],
+        renamed: Option<&str>,
+        asked: &std::collections::HashSet<String>,
+    ) -> Option<String> {
+        let untouched = named
+            .iter()
+            .filter(|f| !self.turn_edited.contains(*f))
+            .cloned();
+        let callers = renamed.map(|old| self.files_using(old)).unwrap_or_default();
+        untouched.chain(callers).find(|f| !asked.contains(f))
     }
 
     /// After an edit of some of the files a change needs (those the request names, or
