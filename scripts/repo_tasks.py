@@ -134,27 +134,46 @@ def repo_text(repo):
     return "\n".join(parts)
 
 
+def looks_like_path(line):
+    line = line.strip().strip("`*: ")
+    return bool(line) and " " not in line and ("." in line or "/" in line)
+
+
 def write_blocks(reply, repo):
-    """Write each `path` + fenced block of the reply into the repo; how many."""
+    """Write each file the reply gives (a path line, or a path alone in a block or on a
+    block's first line, then the fenced file) into the repo; how many. As lenient as the
+    agent's own reading, so that the baseline is not lost to its format."""
     lines = reply.splitlines()
-    written = 0
+    blocks = []  # (line before the fence, lines inside)
     i = 0
     while i < len(lines):
-        if lines[i].strip().startswith("```") and i > 0:
-            path = lines[i - 1].strip().strip("`*: ")
-            body = []
+        if lines[i].strip().startswith("```"):
+            before = lines[i - 1] if i > 0 else ""
             j = i + 1
             while j < len(lines) and not lines[j].strip().startswith("```"):
-                body.append(lines[j])
                 j += 1
-            target = (repo / path).resolve()
-            if path and " " not in path and str(target).startswith(str(repo.resolve())):
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_text("\n".join(body) + "\n")
-                written += 1
+            blocks.append((before, lines[i + 1:j]))
             i = j + 1
         else:
             i += 1
+    written = 0
+    pending = None
+    for before, body in blocks:
+        if len(body) == 1 and looks_like_path(body[0]):
+            pending = body[0].strip().strip("`*: ")
+            continue
+        path = pending or (before.strip().strip("`*: ") if looks_like_path(before) else None)
+        pending = None
+        if path is None and body and looks_like_path(body[0]) and (repo / body[0].strip()).exists():
+            path, body = body[0].strip(), body[1:]
+        if not path or not body:
+            continue
+        path = path.removeprefix("./")
+        target = (repo / path).resolve()
+        if str(target).startswith(str(repo.resolve())):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text("\n".join(body) + "\n")
+            written += 1
     return written
 
 

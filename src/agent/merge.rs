@@ -155,8 +155,8 @@ impl Merged {
 }
 
 /// The new content of a file now holding `old` (None: a new file), given the block.
-/// Whether a brace-language block leaves out the old file's module lines (imports,
-/// `require`s, exports): then it is the functions it holds, not the whole file.
+/// Whether a brace-language block has none of the module lines (imports, `require`s,
+/// exports) the old file has: then it is the functions it holds, not the whole file.
 fn drops_module_lines(old: &[&str], new: &[&str]) -> bool {
     let module_line = |l: &&&str| {
         let t = l.trim_start();
@@ -167,10 +167,8 @@ fn drops_module_lines(old: &[&str], new: &[&str]) -> bool {
             || t.starts_with("package ")
             || (t.contains("require(") && !l.starts_with(char::is_whitespace))
     };
-    let kept: HashSet<&str> = new.iter().map(|l| l.trim()).collect();
-    old.iter()
-        .filter(module_line)
-        .any(|l| !kept.contains(l.trim()))
+    // A block with module lines of its own is a whole file (a rename changes them).
+    old.iter().any(|l| module_line(&l)) && !new.iter().any(|l| module_line(&l))
 }
 
 /// `text` with the indentation every non-blank line shares taken off.
@@ -403,6 +401,14 @@ mod tests {
             merge(Some(old), block, "js").unwrap().text(),
             "const { f } = require(\"./f\");\n\nfunction line(x) {\n  return f(x) + 1;\n}\n\nmodule.exports = { line };\n"
         );
+    }
+
+    #[test]
+    fn a_block_with_module_lines_of_its_own_is_the_whole_file() {
+        let old =
+            "pub mod parser;\nuse parser::parse_line;\n\npub fn all() {\n    parse_line();\n}\n";
+        let block = "pub mod parser;\nuse parser::parse_record;\n\npub fn all() {\n    parse_record();\n}\n";
+        assert_eq!(merge(Some(old), block, "rs").unwrap().text(), block);
     }
 
     #[test]

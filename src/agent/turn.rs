@@ -76,7 +76,11 @@ impl Agent {
                     if !attach.contains(&p.path) {
                         attach.push(p.path.clone());
                     }
-                    self.force_prefix = Some(forced::error_location_start(&p.path, p.line));
+                    // A failing test's frame is where the failure showed, not where the
+                    // fix goes: the answer is not made to start there.
+                    if !forced::is_test_file(&p.path) {
+                        self.force_prefix = Some(forced::error_location_start(&p.path, p.line));
+                    }
                 }
             }
         }
