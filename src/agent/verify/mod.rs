@@ -214,7 +214,9 @@ mod tests {
                 "python3 -m unittest discover -s tests -t .",
             )
         };
-        let cases: &[(&[(&str, &str)], Option<&str>)] = &[
+        // (the project's files as (path, text), the command expected)
+        type Case<'a> = (&'a [(&'a str, &'a str)], Option<&'a str>);
+        let cases: &[Case] = &[
             (&[("Cargo.toml", "[package]\n")], Some("cargo test")),
             (&[("go.mod", "module x\n")], Some("go test ./...")),
             (
