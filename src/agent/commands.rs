@@ -121,6 +121,21 @@ impl Agent {
         }
     }
 
+    /// A command that does not run: shown with `shown` as its output; the text for the
+    /// model (`told` in brackets) and no outcome.
+    fn not_run(&self, id: u64, command: &str, shown: &str, told: &str) -> (String, Option<bool>) {
+        self.emit(Event::Command {
+            id,
+            command: command.to_string(),
+        });
+        self.emit(Event::CommandOutput {
+            id,
+            output: shown.to_string(),
+            exit_code: None,
+        });
+        (format!("$ {command}\n[{told}]"), None)
+    }
+
     /// Run a command under the policy: the text for the model, and whether it
     /// succeeded (None: it did not run, by the policy or the user's decision).
     pub(super) async fn command(&mut self, command: &str) -> Result<(String, Option<bool>), Flow> {
@@ -136,31 +151,13 @@ impl Agent {
                         _ => "edits",
                     }
                 );
-                self.emit(Event::Command {
-                    id,
-                    command: command.to_string(),
-                });
-                self.emit(Event::CommandOutput {
-                    id,
-                    output: reason.clone(),
-                    exit_code: None,
-                });
-                return Ok((format!("$ {command}\n[{reason}]"), None));
+                return Ok(self.not_run(id, command, &reason, &reason));
             }
             Policy::All => {
                 if !sandboxed {
                     if let Some(why) = unsafe_without_sandbox(command) {
                         let reason = format!("denied without a sandbox: {why}");
-                        self.emit(Event::Command {
-                            id,
-                            command: command.to_string(),
-                        });
-                        self.emit(Event::CommandOutput {
-                            id,
-                            output: reason.clone(),
-                            exit_code: None,
-                        });
-                        return Ok((format!("$ {command}\n[{reason}]"), None));
+                        return Ok(self.not_run(id, command, &reason, &reason));
                     }
                 }
                 false
@@ -180,16 +177,12 @@ impl Agent {
                 };
                 match decision {
                     ApprovalDecision::Deny => {
-                        self.emit(Event::Command {
+                        return Ok(self.not_run(
                             id,
-                            command: command.to_string(),
-                        });
-                        self.emit(Event::CommandOutput {
-                            id,
-                            output: "denied by the user".into(),
-                            exit_code: None,
-                        });
-                        return Ok((format!("$ {command}\n[the user denied this command]"), None));
+                            command,
+                            "denied by the user",
+                            "the user denied this command",
+                        ));
                     }
                     ApprovalDecision::AlwaysForProgram => {
                         self.allowed_programs.insert(program);

@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 use regex::Regex;
 
 use super::{context, merge, pasted, verify, Agent};
-use crate::tools::repomap;
+use crate::tools::repomap::{self, FileSymbols};
 
 /// The start of a reply that writes the whole of `path`: its path line and an open
 /// fence in its language.
@@ -61,6 +61,37 @@ pub(super) fn is_test_file(path: &str) -> bool {
         || name.contains(".spec.")
 }
 
+/// The test files defining a test the request names (`test_lowercase fails`).
+fn named_tests(scanned: &[FileSymbols], request: &str) -> Vec<String> {
+    let words = request_words(request);
+    scanned
+        .iter()
+        .filter(|f| is_test_file(&f.path))
+        .filter(|f| f.symbols.iter().any(|s| words.contains(&normal(&s.name))))
+        .map(|f| f.path.clone())
+        .collect()
+}
+
+/// The file, tests aside, defining most of the names a request mentions (singular
+/// and plural alike, case aside).
+fn defining_file(scanned: &[FileSymbols], request: &str) -> Option<String> {
+    let words = request_words(request);
+    scanned
+        .iter()
+        .filter(|f| !is_test_file(&f.path))
+        .map(|f| {
+            let hits = f
+                .symbols
+                .iter()
+                .filter(|s| words.contains(&normal(&s.name)))
+                .count();
+            (hits, &f.path)
+        })
+        .filter(|(hits, _)| *hits > 0)
+        .max_by_key(|(hits, _)| *hits)
+        .map(|(_, path)| path.clone())
+}
+
 /// The start of an answer to a pasted error: the innermost code frame in the
 /// repository, the likeliest to need the fix (a small model asked to name the file and
 /// line often does not).
@@ -104,6 +135,32 @@ impl Agent {
     /// request names (the repo map's symbols), the file shown last, or the repository's
     /// only source file.
     pub(super) fn edit_target(&self, request: &str) -> Option<String> {
+        self.edit_target_in(request, &repomap::scan(&self.opts.workspace))
+    }
+
+    /// The files a change request is shown with: its `edit_target`, the file defining
+    /// what it names, and the tests it names (one scan of the repository for all three).
+    pub(super) fn change_context(&self, request: &str) -> Vec<String> {
+        let scanned = repomap::scan(&self.opts.workspace);
+        let mut files: Vec<String> = Vec::new();
+        let firsts = [
+            self.edit_target_in(request, &scanned),
+            defining_file(&scanned, request),
+        ];
+        for f in firsts
+            .into_iter()
+            .flatten()
+            .chain(named_tests(&scanned, request))
+        {
+            if !files.contains(&f) {
+                files.push(f);
+            }
+        }
+        files
+    }
+
+    /// `edit_target` over a scan already made.
+    fn edit_target_in(&self, request: &str, scanned: &[FileSymbols]) -> Option<String> {
         let files = self.repo_files();
         let mut candidates: Vec<String> = Vec::new();
         if pasted::looks_like_error(request) {
@@ -113,12 +170,11 @@ impl Agent {
             }
         }
         candidates.extend(context::mentioned_files(request, &files));
-        candidates.extend(self.defining_file(request));
-        let scanned = repomap::scan(&self.opts.workspace);
+        candidates.extend(defining_file(scanned, request));
         // Test files the request points at (by the tests it names), for the code they use.
-        candidates.extend(self.named_tests(request));
+        candidates.extend(named_tests(scanned, request));
         candidates.extend(self.shown_order.last().cloned());
-        if let [only] = scanned.as_slice() {
+        if let [only] = scanned {
             candidates.push(only.path.clone());
         }
         // A test file stands for the code it uses: the repository files it names.
@@ -185,37 +241,6 @@ impl Agent {
             })
             .cloned()
             .collect()
-    }
-
-    /// The test files defining a test the request names (`test_lowercase fails`).
-    pub(super) fn named_tests(&self, request: &str) -> Vec<String> {
-        let words = request_words(request);
-        repomap::scan(&self.opts.workspace)
-            .into_iter()
-            .filter(|f| is_test_file(&f.path))
-            .filter(|f| f.symbols.iter().any(|s| words.contains(&normal(&s.name))))
-            .map(|f| f.path)
-            .collect()
-    }
-
-    /// The file, tests aside, defining most of the names a request mentions (singular
-    /// and plural alike, case aside).
-    pub(super) fn defining_file(&self, request: &str) -> Option<String> {
-        let words = request_words(request);
-        repomap::scan(&self.opts.workspace)
-            .into_iter()
-            .filter(|f| !is_test_file(&f.path))
-            .map(|f| {
-                let hits = f
-                    .symbols
-                    .iter()
-                    .filter(|s| words.contains(&normal(&s.name)))
-                    .count();
-                (hits, f.path)
-            })
-            .filter(|(hits, _)| *hits > 0)
-            .max_by_key(|(hits, _)| *hits)
-            .map(|(_, path)| path)
     }
 
     /// When a fix is due and one of `paths` is a Python file still holding a function

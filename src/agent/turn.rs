@@ -88,10 +88,7 @@ impl Agent {
         // defines what it names, and the tests it names, so the model does not write code
         // blind (or rewrite the failing test it was shown instead of the code).
         if forced::asks_for_change(text) {
-            let mut wanted = vec![self.edit_target(text), self.defining_file(text)];
-            // The tests it names, so the model sees what they expect.
-            wanted.extend(self.named_tests(text).into_iter().map(Some));
-            for target in wanted.into_iter().flatten() {
+            for target in self.change_context(text) {
                 if !attach.contains(&target) && attach.len() < 3 {
                     attach.push(target);
                 }
@@ -178,9 +175,7 @@ impl Agent {
                 Ok(r) => r,
                 Err(flow) => return self.end_turn(flow),
             };
-            // A malformed block was an edit the model tried; its correction is the
-            // retries' business.
-            edited |= !actions::parse(&reply).malformed.is_empty();
+            // (An unusable edit counts: its correction is the retries' business.)
             let attempts_before_reply = self.edit_attempts;
             let attempts_before = fix_attempts;
             let flow = self
