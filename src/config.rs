@@ -69,6 +69,13 @@ pub struct Config {
     /// Keep the K and V of each conversation's opening tokens under the cache dir, so
     /// that the next run's first turn starts warm (default on).
     pub prompt_snapshots: Option<bool>,
+    /// An OpenAI-compatible server to run the model on instead of this machine
+    /// (`http://gpu-box:8000/v1`).
+    pub endpoint: Option<String>,
+    /// The server's model to use (default: the first it lists).
+    pub endpoint_model: Option<String>,
+    /// The environment variable holding the server's API key.
+    pub endpoint_key_env: Option<String>,
 }
 
 impl Config {

@@ -12,5 +12,6 @@ pub mod engine;
 pub mod logging;
 pub mod models;
 pub mod protocol;
+pub mod serve;
 pub mod tools;
 pub mod tui;

@@ -48,7 +48,7 @@ impl Session {
         let mut opts = AgentOptions::new(ws, scripted::source("fast").unwrap());
         opts.policy = policy;
         opts.state_dir = Some(state.path().to_path_buf());
-        opts.resolve_model = scripted::source;
+        opts.resolve_model = agent::ModelResolver::new(scripted::source);
         configure(&mut opts);
         let h = agent::spawn(engine, opts);
         Self {

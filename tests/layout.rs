@@ -15,7 +15,8 @@ const RULES: &[(&str, &[&str])] = &[
         &["tools", "agent", "tui", "cli", "models", "protocol"],
     ),
     ("tools", &["agent", "tui", "cli", "engine"]),
-    ("agent", &["tui", "cli", "models"]),
+    ("agent", &["tui", "cli", "models", "serve"]),
+    ("serve", &["agent", "tui", "tools", "cli", "models"]),
 ];
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {

@@ -103,7 +103,7 @@ impl Agent {
     }
 
     pub(super) fn switch_model(&mut self, model: &str) {
-        match (self.opts.resolve_model)(model) {
+        match self.opts.resolve_model.resolve(model) {
             Ok(source) => self.start_load(source),
             Err(e) => self.error(e),
         }

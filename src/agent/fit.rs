@@ -1,13 +1,14 @@
 //! Fitting the conversation into the model's working context, with the exact
 //! tokenizer. Each reply's prompt is rendered with the model's chat template and
 //! tokenized once, here, and goes to the engine as token ids; the engine does not
-//! tokenize it again. When the conversation outgrows the context, older turns are
+//! tokenize it again. (A model behind a remote server gets the messages, their length
+//! estimated: `ModelInfo::chat_prompt`.) When the conversation outgrows the context, older turns are
 //! summarised (an event says so); tool output too long for the room left is cut, with a
 //! note saying how much.
 
 use super::{context, Agent};
 use crate::engine::template::ChatMessage;
-use crate::engine::ModelInfo;
+use crate::engine::{ModelInfo, Prompt};
 use crate::protocol::Event;
 
 /// Tokens kept free beyond the reply's own limit (the template's closing tokens and
@@ -21,41 +22,37 @@ impl Agent {
     }
 
     /// The system message and the conversation, assistant turn opened, with `start`
-    /// (the reply's forced beginning) after it, as token ids.
+    /// (the reply's forced beginning) after it, and its length in tokens.
     fn encode_conversation(
         &self,
         info: &ModelInfo,
         messages: &[ChatMessage],
         start: &str,
-    ) -> Result<Vec<u32>, String> {
+    ) -> Result<(Prompt, usize), String> {
         let mut all = Vec::with_capacity(messages.len() + 1);
         all.push(ChatMessage::new("system", self.system.clone()));
         all.extend_from_slice(messages);
-        let text = info.render_chat(&all, true).map_err(|e| e.to_string())? + start;
-        info.vocab.encode(&text).map_err(|e| e.to_string())
+        info.chat_prompt(&all, start).map_err(|e| e.to_string())
     }
 
-    /// The next reply's prompt as token ids, and how many tokens the reply may take.
+    /// The next reply's prompt, and how many tokens the reply may take.
     /// Older turns are summarised first when the conversation outgrows the context
     /// (again only when it outgrows it a second time). None, with an error event, when
     /// even then no room is left.
-    pub(super) fn fit_prompt(
-        &mut self,
-        info: &ModelInfo,
-        start: &str,
-    ) -> Option<(Vec<u32>, usize)> {
+    pub(super) fn fit_prompt(&mut self, info: &ModelInfo, start: &str) -> Option<(Prompt, usize)> {
         let reserve = self.reply_reserve(info);
-        let mut tokens = match self.encode_conversation(info, &self.messages, start) {
+        let mut prompt = match self.encode_conversation(info, &self.messages, start) {
             Ok(t) => t,
             Err(e) => {
                 self.error(format!("cannot build the prompt: {e}"));
                 return None;
             }
         };
-        if tokens.len() + reserve > info.ctx && self.messages.len() >= 3 {
-            tokens = self.summarise_older(info, start, tokens)?;
+        if prompt.1 + reserve > info.ctx && self.messages.len() >= 3 {
+            prompt = self.summarise_older(info, start, prompt)?;
         }
-        let room = info.ctx.saturating_sub(tokens.len() + 8);
+        let (prompt, len) = prompt;
+        let room = info.ctx.saturating_sub(len + 8);
         if room < 64 {
             self.error(format!(
                 "the conversation fills the {}-token context; /clear it or raise `ctx` in the config",
@@ -63,17 +60,17 @@ impl Agent {
             ));
             return None;
         }
-        Some((tokens, room))
+        Some((prompt, room))
     }
 
     /// Keep the latest user message and what follows it; summarise the rest. The new
-    /// prompt's tokens.
+    /// prompt and its length.
     fn summarise_older(
         &mut self,
         info: &ModelInfo,
         start: &str,
-        before: Vec<u32>,
-    ) -> Option<Vec<u32>> {
+        before: (Prompt, usize),
+    ) -> Option<(Prompt, usize)> {
         let keep_from = self
             .messages
             .iter()
@@ -104,13 +101,13 @@ impl Agent {
         }
         self.emit(Event::ContextTrimmed {
             dropped: format!("{dropped} older messages, replaced by a summary"),
-            tokens_before: before.len(),
-            tokens_after: after.len(),
+            tokens_before: before.1,
+            tokens_after: after.1,
         });
         self.emit(Event::Summary {
             text: summary,
-            tokens_before: before.len(),
-            tokens_after: after.len(),
+            tokens_before: before.1,
+            tokens_after: after.1,
         });
         Some(after)
     }

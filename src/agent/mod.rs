@@ -29,6 +29,7 @@ mod verify;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
@@ -96,9 +97,29 @@ pub struct AgentOptions {
     /// Cross-check a first answer that passed its docstring examples against answers
     /// written from scratch (see `verify::cross_check`).
     pub cross_check: bool,
-    /// Turns a `/model` argument into a model to load (the catalog's rules; the
-    /// scripted engine takes any name).
-    pub resolve_model: fn(&str) -> Result<ModelSource, String>,
+    /// Turns a `/model` argument into a model to load (the catalog's rules; a remote
+    /// server's model names; the scripted engine takes any name).
+    pub resolve_model: ModelResolver,
+}
+
+/// Turns a `/model` argument (or a tier's name) into a model to load.
+#[derive(Clone)]
+pub struct ModelResolver(Arc<dyn Fn(&str) -> Result<ModelSource, String> + Send + Sync>);
+
+impl ModelResolver {
+    pub fn new(f: impl Fn(&str) -> Result<ModelSource, String> + Send + Sync + 'static) -> Self {
+        Self(Arc::new(f))
+    }
+
+    pub fn resolve(&self, value: &str) -> Result<ModelSource, String> {
+        (self.0)(value)
+    }
+}
+
+impl std::fmt::Debug for ModelResolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ModelResolver")
+    }
 }
 
 /// The `/model` rule without a catalog: the argument is the path of a GGUF file. The
@@ -130,7 +151,7 @@ impl AgentOptions {
             map_tokens: 400,
             verify_examples: true,
             cross_check: true,
-            resolve_model: resolve_path,
+            resolve_model: ModelResolver::new(resolve_path),
         }
     }
 }

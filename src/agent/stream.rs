@@ -5,7 +5,7 @@
 use super::control::recv_load;
 use super::turn::retry_sampling;
 use super::{actions, Agent, Flow};
-use crate::engine::{EngineEvent, GenerateRequest, Prompt};
+use crate::engine::{EngineEvent, GenerateRequest};
 use crate::protocol::{EngineState, EngineStats, Event};
 
 /// How a reply is asked for.
@@ -32,7 +32,7 @@ impl Agent {
             return Err(Flow::Answered);
         };
         let limit = how.max_tokens.unwrap_or(self.opts.max_reply_tokens);
-        let mut request = GenerateRequest::new(Prompt::Tokens(prompt), limit.min(room));
+        let mut request = GenerateRequest::new(prompt, limit.min(room));
         if let Some(sampling) = retry_sampling(how.fix_attempt) {
             request.sampling = sampling;
         }

@@ -26,6 +26,8 @@ use crate::tui;
 pub(crate) struct AppArgs {
     #[command(flatten)]
     model: ModelOpts,
+    #[command(flatten)]
+    endpoint: super::EndpointOpts,
     /// The UI theme (dark, light, or one under the config dir's themes/).
     #[arg(long)]
     theme: Option<String>,
@@ -45,6 +47,7 @@ pub(super) fn run(config: &Config, args: AppArgs) -> Result<ExitCode> {
     let cwd = std::env::current_dir().context("the current directory is not readable")?;
     let ws = Workspace::discover(&cwd).context("the current directory is not readable")?;
     let scripted = super::scripted();
+    let remote = super::remote(&args.endpoint, &args.model, config)?;
     let wanted = args
         .model
         .model
@@ -53,7 +56,9 @@ pub(super) fn run(config: &Config, args: AppArgs) -> Result<ExitCode> {
         .or_else(|| config.default_model.clone())
         .unwrap_or_else(|| catalog::default_tier().name);
     let mut fetch_first = None;
-    let model = if scripted {
+    let model = if let Some((_, model)) = &remote {
+        model.clone()
+    } else if scripted {
         crate::engine::scripted::source(&wanted).map_err(anyhow::Error::msg)?
     } else {
         match crate::models::parse_model_arg(&wanted) {
@@ -77,7 +82,7 @@ pub(super) fn run(config: &Config, args: AppArgs) -> Result<ExitCode> {
             },
         }
     };
-    if !scripted {
+    if !scripted && remote.is_none() {
         super::init_threads(&args.model, config);
     }
     let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
@@ -91,7 +96,10 @@ pub(super) fn run(config: &Config, args: AppArgs) -> Result<ExitCode> {
         Some(p) => p.parse().map_err(anyhow::Error::msg)?,
         None => Policy::Ask,
     };
-    let tiers = if scripted {
+    let tiers = if remote.is_some() {
+        // The server's models are named with `/model NAME`; no tier hotkeys.
+        Vec::new()
+    } else if scripted {
         ["tiny", "fast", "quality"]
             .iter()
             .map(|t| TierEntry {
@@ -108,16 +116,21 @@ pub(super) fn run(config: &Config, args: AppArgs) -> Result<ExitCode> {
             })
             .collect()
     };
-    let engine = super::build_engine(EngineOptions {
-        ctx: super::working_ctx(&args.model, config),
-        prompt_snapshots: config.prompt_snapshots.unwrap_or(true),
-        ..Default::default()
-    })?;
+    let is_remote = remote.is_some();
+    let engine = match remote {
+        Some((options, source)) => super::reach(options, &source)?,
+        None => super::build_engine(EngineOptions {
+            ctx: super::working_ctx(&args.model, config),
+            prompt_snapshots: config.prompt_snapshots.unwrap_or(true),
+            ..Default::default()
+        })?,
+    };
     let agent = super::agent_options(
         ws,
         model,
         policy,
         args.test_cmd.or_else(|| config.test_cmd.clone()),
+        is_remote,
     );
     let ui = tui::TuiOptions {
         theme,

@@ -22,6 +22,8 @@ use crate::tools::workspace::Workspace;
 pub(crate) struct ExecArgs {
     #[command(flatten)]
     model: ModelOpts,
+    #[command(flatten)]
+    endpoint: super::EndpointOpts,
     /// What may happen without a person: none (show proposals only), edits (apply
     /// edits, deny commands), all (apply edits, run commands sandboxed).
     #[arg(long, default_value = "none")]
@@ -70,23 +72,31 @@ pub(super) fn run(config: &Config, args: ExecArgs) -> Result<ExitCode> {
     if task.trim().is_empty() && !args.resume {
         bail!("the task is empty; write what lcode should do");
     }
-    let model = if super::scripted() {
-        let label = args.model.model.clone().unwrap_or_else(|| "fast".into());
-        crate::engine::scripted::source(&label).map_err(anyhow::Error::msg)?
+    let remote = super::remote(&args.endpoint, &args.model, config)?;
+    let is_remote = remote.is_some();
+    let (engine, model) = if let Some((options, model)) = remote {
+        (super::reach(options, &model)?, model)
     } else {
-        super::init_threads(&args.model, config);
-        super::model_source(&args.model, config)?
+        let model = if super::scripted() {
+            let label = args.model.model.clone().unwrap_or_else(|| "fast".into());
+            crate::engine::scripted::source(&label).map_err(anyhow::Error::msg)?
+        } else {
+            super::init_threads(&args.model, config);
+            super::model_source(&args.model, config)?
+        };
+        let engine = super::build_engine(EngineOptions {
+            ctx: super::working_ctx(&args.model, config),
+            prompt_snapshots: config.prompt_snapshots.unwrap_or(true),
+            ..Default::default()
+        })?;
+        (engine, model)
     };
-    let engine = super::build_engine(EngineOptions {
-        ctx: super::working_ctx(&args.model, config),
-        prompt_snapshots: config.prompt_snapshots.unwrap_or(true),
-        ..Default::default()
-    })?;
     let mut agent = super::agent_options(
         ws,
         model,
         policy,
         args.test_cmd.or_else(|| config.test_cmd.clone()),
+        is_remote,
     );
     agent.resume = args.resume;
     agent.max_steps = args.max_steps.max(1);

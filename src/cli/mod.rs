@@ -7,6 +7,7 @@ mod bench;
 mod exec;
 mod generate;
 mod models;
+mod serve;
 
 use std::io::Read;
 use std::process::ExitCode;
@@ -52,6 +53,9 @@ enum Cmd {
     Bench(bench::BenchArgs),
     /// Run one task in this repository to the end, with no terminal UI.
     Exec(exec::ExecArgs),
+    /// Serve the model over an OpenAI-compatible HTTP API (chat, completions, models,
+    /// health, metrics), with the warm engine and its prefix cache.
+    Serve(serve::ServeArgs),
     /// List, fetch and delete models.
     Models {
         #[command(subcommand)]
@@ -77,6 +81,71 @@ pub(crate) struct ModelOpts {
     pub threads: Option<usize>,
 }
 
+/// A model on another machine, for the agent (TUI and exec).
+#[derive(Args, Clone, Default)]
+pub(crate) struct EndpointOpts {
+    /// Run the model on an OpenAI-compatible server instead of this machine (vLLM,
+    /// llama-server, Ollama's /v1, lcode serve): its base URL, e.g. http://gpu-box:8000/v1.
+    #[arg(long)]
+    pub endpoint: Option<String>,
+    /// The server's model to use (default: the first it lists).
+    #[arg(long, requires = "endpoint")]
+    pub endpoint_model: Option<String>,
+}
+
+/// The remote backend's options and the model to load, when an endpoint is given on
+/// the command line or in the config.
+pub(crate) fn remote(
+    opts: &EndpointOpts,
+    model: &ModelOpts,
+    config: &Config,
+) -> Result<Option<(crate::engine::remote::RemoteOptions, ModelSource)>> {
+    let Some(endpoint) = opts.endpoint.clone().or_else(|| config.endpoint.clone()) else {
+        return Ok(None);
+    };
+    if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+        anyhow::bail!("--endpoint takes a URL such as http://127.0.0.1:8080/v1, not `{endpoint}`");
+    }
+    if endpoint.starts_with("https://") {
+        anyhow::bail!(
+            "lcode speaks plain HTTP to model servers; reach {endpoint} through an SSH tunnel or a local proxy (http://127.0.0.1:PORT/v1)"
+        );
+    }
+    let api_key = match &config.endpoint_key_env {
+        Some(var) => Some(std::env::var(var).with_context(|| {
+            format!(
+                "`endpoint_key_env` names {var}, which is not set; export it or drop the setting"
+            )
+        })?),
+        None => None,
+    };
+    let name = opts
+        .endpoint_model
+        .clone()
+        .or_else(|| config.endpoint_model.clone())
+        .unwrap_or_default();
+    let options = crate::engine::remote::RemoteOptions {
+        endpoint: endpoint.clone(),
+        api_key,
+        default_ctx: working_ctx(model, config),
+    };
+    Ok(Some((
+        options,
+        crate::engine::remote::source(&endpoint, &name),
+    )))
+}
+
+/// The remote backend, once its server has answered for `model`: an unreachable server
+/// or a refused key is a one-line error here, before any screen or turn starts.
+pub(crate) fn reach(
+    options: crate::engine::remote::RemoteOptions,
+    model: &ModelSource,
+) -> Result<EngineHandle> {
+    let engine = EngineHandle::remote(options);
+    engine.load_blocking(model.clone())?;
+    Ok(engine)
+}
+
 /// Parse the command line, run the command, and turn an error into one line on stderr.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -100,6 +169,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Some(Cmd::Generate(args)) => generate::generate(&config, args),
         Some(Cmd::Bench(args)) => bench::run(&config, args),
         Some(Cmd::Exec(args)) => exec::run(&config, args),
+        Some(Cmd::Serve(args)) => serve::run(&config, args),
         Some(Cmd::Models { action, json, ctx }) => models::run(&config, action, json, ctx),
         None => app::run(&config, cli.app),
     }
@@ -179,16 +249,18 @@ pub(crate) fn scripted() -> bool {
     std::env::var_os("LCODE_SCRIPT").is_some_and(|s| !s.is_empty())
 }
 
-/// How the agent resolves `/model NAME`: the catalog's rules (a tier, else a path), or
-/// any name under the scripted engine.
-pub(crate) fn model_resolver() -> fn(&str) -> Result<ModelSource, String> {
-    fn in_catalog(value: &str) -> Result<ModelSource, String> {
-        crate::models::resolve(value).map_err(|e| e.to_string())
+/// How the agent resolves `/model NAME`: the catalog's rules (a tier, else a path), a
+/// remote server's model names, or any name under the scripted engine.
+pub(crate) fn model_resolver(remote: Option<&ModelSource>) -> crate::agent::ModelResolver {
+    use crate::agent::ModelResolver;
+    if let Some(remote) = remote {
+        let endpoint = remote.path.display().to_string();
+        return ModelResolver::new(move |name| Ok(crate::engine::remote::source(&endpoint, name)));
     }
     if scripted() {
-        crate::engine::scripted::source
+        ModelResolver::new(crate::engine::scripted::source)
     } else {
-        in_catalog
+        ModelResolver::new(|value| crate::models::resolve(value).map_err(|e| e.to_string()))
     }
 }
 
@@ -199,12 +271,14 @@ pub(crate) fn agent_options(
     model: ModelSource,
     policy: crate::agent::Policy,
     test_cmd: Option<String>,
+    remote: bool,
 ) -> crate::agent::AgentOptions {
+    let resolver = model_resolver(remote.then_some(&model));
     let mut opts = crate::agent::AgentOptions::new(ws.clone(), model);
     opts.policy = policy;
     opts.test_cmd = test_cmd;
     opts.state_dir = Some(crate::config::repo_dir(ws.root()));
-    opts.resolve_model = model_resolver();
+    opts.resolve_model = resolver;
     opts
 }
 

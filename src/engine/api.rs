@@ -61,6 +61,8 @@ impl ModelSource {
     pub fn label(&self) -> String {
         match &self.tier {
             Some(t) => t.clone(),
+            // A server's default model, before it says its name.
+            None if self.path.starts_with("http:") => self.path.display().to_string(),
             None => self
                 .path
                 .file_name()
@@ -102,9 +104,14 @@ pub struct ModelInfo {
     pub hparams: Hparams,
     pub file_size: u64,
     pub ctx: usize,
+    /// The model's tokenizer and chat template. For a model behind a server
+    /// (`remote`), the server holds both: these are ChatML on bytes, never used to
+    /// build its prompts, which go as messages (see `chat_prompt`).
     pub vocab: Arc<Vocab>,
     pub template: Arc<ChatTemplate>,
     pub load_ms: f64,
+    /// The OpenAI-compatible server that runs the model, when not in-process.
+    pub remote: Option<String>,
 }
 
 impl std::fmt::Debug for ModelInfo {
@@ -113,17 +120,50 @@ impl std::fmt::Debug for ModelInfo {
             .field("source", &self.source)
             .field("name", &self.name)
             .field("ctx", &self.ctx)
+            .field("remote", &self.remote)
             .finish()
     }
 }
 
+/// Bytes per token assumed where the tokenizer is not at hand (a remote model): fewer
+/// than code averages with the common BPE vocabularies (3.5 to 4), so that the
+/// estimate errs on the side of a prompt that fits.
+const BYTES_PER_TOKEN_ESTIMATE: usize = 3;
+
 impl ModelInfo {
-    /// Tokens of a text, as the engine would see it in a raw prompt.
+    /// Tokens of a text, as the engine would see it in a raw prompt; an estimate for a
+    /// remote model.
     pub fn count_tokens(&self, text: &str) -> usize {
+        if self.remote.is_some() {
+            return text.len().div_ceil(BYTES_PER_TOKEN_ESTIMATE);
+        }
         self.vocab
             .encode(text)
             .map(|ids| ids.len())
             .unwrap_or(text.len() / 3)
+    }
+
+    /// The prompt for the assistant's reply to `messages`, the reply started with
+    /// `start`, and its length in tokens: token ids from the model's own template and
+    /// tokenizer, rendered and tokenized once here; for a remote model, the messages
+    /// with `start` as an unfinished assistant message, and an estimated length.
+    pub fn chat_prompt(
+        &self,
+        messages: &[ChatMessage],
+        start: &str,
+    ) -> Result<(Prompt, usize), EngineError> {
+        if self.remote.is_some() {
+            let mut all = messages.to_vec();
+            if !start.is_empty() {
+                all.push(ChatMessage::new("assistant", start));
+            }
+            let len = all.iter().map(|m| self.count_tokens(&m.content) + 4).sum();
+            return Ok((Prompt::Chat(all), len));
+        }
+        let text = self.render_chat(messages, true)? + start;
+        let ids = self.vocab.encode(&text)?;
+        let len = ids.len();
+        Ok((Prompt::Tokens(ids), len))
     }
 
     pub fn render_chat(

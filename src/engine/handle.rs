@@ -1,5 +1,6 @@
-//! The handle: the one way to talk to an engine, real or scripted. Requests cross to
-//! the engine thread as `Command`s; each carries the sender its events go back on.
+//! The handle: the one way to talk to an engine, whichever [`Backend`] answers it (the
+//! in-process engine, a remote server, a script). Requests cross to the backend's
+//! thread as `Command`s; each carries the sender its events go back on.
 
 use std::sync::mpsc as std_mpsc;
 
@@ -30,25 +31,71 @@ pub(crate) enum Command {
     Shutdown,
 }
 
-/// The one way to talk to an engine, real or scripted. Cheap to clone.
+/// What answers an engine handle, one command at a time on a thread of its own: the
+/// in-process engine (`thread::EngineThread`), a model behind an OpenAI-compatible
+/// server (`remote::Remote`), or canned replies (`scripted`). Callers cannot tell which.
+pub(crate) trait Backend {
+    /// Load `source`; the stream ends with `Loaded` or `Error`.
+    fn load(&mut self, source: ModelSource, events: UnboundedSender<EngineEvent>);
+    /// Answer one request with its events; an `Err` is sent as the last event.
+    fn generate(
+        &mut self,
+        request: GenerateRequest,
+        events: &UnboundedSender<EngineEvent>,
+        cancel: &CancelToken,
+    ) -> Result<(), EngineError>;
+    /// A model loaded on a helper thread is ready (the in-process engine loads beside
+    /// the model that keeps answering).
+    fn installed(&mut self, _loaded: Box<LoadedModel>, _events: UnboundedSender<EngineEvent>) {}
+    /// Forget every cached sequence.
+    fn clear_cache(&mut self) {}
+}
+
+/// Serve commands until shutdown, or until every handle is dropped.
+fn serve(backend: &mut dyn Backend, rx: std_mpsc::Receiver<Command>) {
+    while let Ok(cmd) = rx.recv() {
+        match cmd {
+            Command::Load { source, events } => backend.load(source, events),
+            Command::Installed { loaded, events } => backend.installed(loaded, events),
+            Command::Generate {
+                request,
+                events,
+                cancel,
+            } => {
+                if let Err(e) = backend.generate(request, &events, &cancel) {
+                    let _ = events.send(EngineEvent::Error(e));
+                }
+            }
+            Command::ClearCache => backend.clear_cache(),
+            Command::Shutdown => break,
+        }
+    }
+}
+
+/// The one way to talk to an engine, whichever backend answers. Cheap to clone.
 #[derive(Clone)]
 pub struct EngineHandle {
     tx: std_mpsc::Sender<Command>,
 }
 
 impl EngineHandle {
-    /// Start the real engine on its own thread, with no model loaded yet.
+    /// Start the in-process engine on its own thread, with no model loaded yet.
     pub fn spawn(options: EngineOptions) -> Self {
+        Self::on_thread("lcode-engine", move |own| EngineThread::new(options, own))
+    }
+
+    /// Start a backend on a thread named `name`; `make` builds it there, given a
+    /// sender of its own commands.
+    pub(crate) fn on_thread<B: Backend>(
+        name: &str,
+        make: impl FnOnce(std_mpsc::Sender<Command>) -> B + Send + 'static,
+    ) -> Self {
         let (tx, rx) = std_mpsc::channel();
         let own = tx.clone();
         std::thread::Builder::new()
-            .name("lcode-engine".into())
-            .spawn(move || EngineThread::new(options, own).run(rx))
+            .name(name.into())
+            .spawn(move || serve(&mut make(own), rx))
             .expect("spawn engine thread");
-        Self { tx }
-    }
-
-    pub(crate) fn from_sender(tx: std_mpsc::Sender<Command>) -> Self {
         Self { tx }
     }
 

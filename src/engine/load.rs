@@ -112,6 +112,7 @@ pub(crate) fn load_model(
         vocab: Arc::new(vocab),
         template: Arc::new(template),
         load_ms: start.elapsed().as_secs_f64() * 1000.0,
+        remote: None,
     };
     Ok(LoadedModel {
         info,

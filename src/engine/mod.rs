@@ -16,6 +16,7 @@ mod load;
 pub mod model;
 pub mod prefix_cache;
 pub mod quant;
+pub mod remote;
 pub mod sampler;
 pub mod scripted;
 pub mod snapshots;

@@ -5,17 +5,18 @@
 //! end-to-end tests.
 
 use std::path::{Path, PathBuf};
-use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::gguf::Hparams;
-use super::handle::Command;
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::handle::Backend;
 use super::template::ChatTemplate;
 use super::tokenizer::{Utf8Stream, Vocab};
 use super::{
-    EngineEvent, EngineHandle, GenStats, GenerateRequest, ModelInfo, ModelSource, Prompt,
-    StopReason,
+    CancelToken, EngineError, EngineEvent, EngineHandle, GenStats, GenerateRequest, ModelInfo,
+    ModelSource, Prompt, StopReason,
 };
 
 /// Replies in order; the last one repeats once the others are used.
@@ -114,112 +115,117 @@ pub fn model_info(label: &str) -> ModelInfo {
         vocab: Arc::new(Vocab::byte_level()),
         template: Arc::new(ChatTemplate::new(None, "", "<|im_end|>").expect("ChatML parses")),
         load_ms: 0.0,
+        remote: None,
     }
 }
 
 impl EngineHandle {
     /// Start a scripted engine; the transcript records every request it gets.
     pub fn scripted(script: Script) -> (Self, Transcript) {
-        let (tx, rx) = std_mpsc::channel::<Command>();
         let transcript: Transcript = Arc::default();
         let seen = transcript.clone();
-        std::thread::Builder::new()
-            .name("lcode-scripted-engine".into())
-            .spawn(move || run(script, rx, seen))
-            .expect("spawn scripted engine");
-        (Self::from_sender(tx), transcript)
+        let handle = Self::on_thread("lcode-scripted-engine", move |_| Scripted {
+            script,
+            next: 0,
+            info: model_info("fast"),
+            seen,
+        });
+        (handle, transcript)
     }
 }
 
-fn run(script: Script, rx: std_mpsc::Receiver<Command>, seen: Transcript) {
-    let mut next = 0usize;
-    let mut info = model_info("fast");
-    while let Ok(cmd) = rx.recv() {
-        match cmd {
-            Command::Load { source, events } => {
-                info = model_info(&source.label());
-                info.source = source;
-                if let Some(ctx) = script.ctx {
-                    info.ctx = ctx;
-                }
-                let _ = events.send(EngineEvent::LoadProgress {
-                    label: info.source.label(),
-                    fraction: 1.0,
-                });
-                let _ = events.send(EngineEvent::Loaded(info.clone()));
-            }
-            Command::Installed { .. } | Command::ClearCache => {}
-            Command::Generate {
-                request,
-                events,
-                cancel,
-            } => {
-                let prompt_tokens = match &request.prompt {
-                    Prompt::Tokens(t) => t.len(),
-                    Prompt::Raw(t) => info.count_tokens(t),
-                    Prompt::Chat(m) => {
-                        info.count_tokens(&info.render_chat(m, true).unwrap_or_default())
-                    }
-                };
-                seen.lock().expect("transcript").push(request.clone());
-                let reply = script
-                    .replies
-                    .get(next)
-                    .or(script.replies.last())
-                    .cloned()
-                    .unwrap_or_default();
-                next += 1;
-                let mut text = String::new();
-                let mut tokens = Vec::new();
-                let mut utf8 = Utf8Stream::default();
-                let mut stop = StopReason::Eos;
-                for &b in reply.as_bytes() {
-                    if cancel.is_cancelled() {
-                        stop = StopReason::Cancelled;
-                        break;
-                    }
-                    if tokens.len() >= request.max_tokens {
-                        stop = StopReason::Length;
-                        break;
-                    }
-                    if !script.token_delay.is_zero() {
-                        std::thread::sleep(script.token_delay);
-                    }
-                    tokens.push(b as u32);
-                    let delta = utf8.push(&[b]);
-                    if !delta.is_empty() {
-                        text.push_str(&delta);
-                        if let Some(cut) =
-                            super::thread::find_stop(&text, &request.stop_strings, delta.len())
-                        {
-                            text.truncate(cut);
-                            stop = StopReason::StopString;
-                            break;
-                        }
-                        let _ = events.send(EngineEvent::Token {
-                            id: b as u32,
-                            text: delta,
-                        });
-                    }
-                }
-                if stop == StopReason::Eos {
-                    text.push_str(&utf8.finish());
-                    tokens.push(257);
-                }
-                let stats = GenStats {
-                    prompt_tokens,
-                    generated_tokens: tokens.len(),
-                    ..Default::default()
-                };
-                let _ = events.send(EngineEvent::Done {
-                    stop,
-                    text,
-                    tokens,
-                    stats,
-                });
-            }
-            Command::Shutdown => break,
+struct Scripted {
+    script: Script,
+    /// The reply the next request gets.
+    next: usize,
+    info: ModelInfo,
+    seen: Transcript,
+}
+
+impl Backend for Scripted {
+    fn load(&mut self, source: ModelSource, events: UnboundedSender<EngineEvent>) {
+        self.info = model_info(&source.label());
+        self.info.source = source;
+        if let Some(ctx) = self.script.ctx {
+            self.info.ctx = ctx;
         }
+        let _ = events.send(EngineEvent::LoadProgress {
+            label: self.info.source.label(),
+            fraction: 1.0,
+        });
+        let _ = events.send(EngineEvent::Loaded(self.info.clone()));
+    }
+
+    fn generate(
+        &mut self,
+        request: GenerateRequest,
+        events: &UnboundedSender<EngineEvent>,
+        cancel: &CancelToken,
+    ) -> Result<(), EngineError> {
+        let info = &self.info;
+        let prompt_tokens = match &request.prompt {
+            Prompt::Tokens(t) => t.len(),
+            Prompt::Raw(t) => info.count_tokens(t),
+            Prompt::Chat(m) => info.count_tokens(&info.template.render_for_reply(m)?),
+        };
+        self.seen.lock().expect("transcript").push(request.clone());
+        let reply = self
+            .script
+            .replies
+            .get(self.next)
+            .or(self.script.replies.last())
+            .cloned()
+            .unwrap_or_default();
+        self.next += 1;
+        let mut text = String::new();
+        let mut tokens = Vec::new();
+        let mut utf8 = Utf8Stream::default();
+        let mut stop = StopReason::Eos;
+        for &b in reply.as_bytes() {
+            if cancel.is_cancelled() {
+                stop = StopReason::Cancelled;
+                break;
+            }
+            if tokens.len() >= request.max_tokens {
+                stop = StopReason::Length;
+                break;
+            }
+            if !self.script.token_delay.is_zero() {
+                std::thread::sleep(self.script.token_delay);
+            }
+            tokens.push(b as u32);
+            let delta = utf8.push(&[b]);
+            if !delta.is_empty() {
+                text.push_str(&delta);
+                if let Some(cut) =
+                    super::thread::find_stop(&text, &request.stop_strings, delta.len())
+                {
+                    text.truncate(cut);
+                    stop = StopReason::StopString;
+                    break;
+                }
+                let _ = events.send(EngineEvent::Token {
+                    id: b as u32,
+                    text: delta,
+                });
+            }
+        }
+        if stop == StopReason::Eos {
+            text.push_str(&utf8.finish());
+            tokens.push(257);
+        }
+        let stats = GenStats {
+            prompt_tokens,
+            generated_tokens: tokens.len(),
+            ..Default::default()
+        };
+        let _ = events.send(EngineEvent::Done {
+            stop,
+            text,
+            tokens,
+            stats,
+        });
+        Ok(())
     }
 }
 

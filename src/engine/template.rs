@@ -79,6 +79,18 @@ impl ChatTemplate {
         })
         .map_err(|e| EngineError::Request(format!("chat template: {e}")))
     }
+
+    /// The prompt for the assistant's reply to `messages`, its turn opened. Where the
+    /// last message is the assistant's, the reply continues it: that text follows the
+    /// opener (what OpenAI-compatible servers call an assistant prefill).
+    pub fn render_for_reply(&self, messages: &[ChatMessage]) -> Result<String, EngineError> {
+        match messages.split_last() {
+            Some((last, before)) if last.role == "assistant" => {
+                Ok(self.render(before, true)? + &last.content)
+            }
+            _ => self.render(messages, true),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -106,6 +118,23 @@ mod tests {
             .render(&[ChatMessage::new("tool", "x")], false)
             .unwrap_err();
         assert!(err.to_string().contains("bad role"), "{err}");
+    }
+
+    #[test]
+    fn a_final_assistant_message_is_continued() {
+        let t = ChatTemplate::new(None, "", "").unwrap();
+        let messages = [
+            ChatMessage::new("user", "hi"),
+            ChatMessage::new("assistant", "```py"),
+        ];
+        assert_eq!(
+            t.render_for_reply(&messages).unwrap(),
+            "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n```py"
+        );
+        assert_eq!(
+            t.render_for_reply(&messages[..1]).unwrap(),
+            t.render(&messages[..1], true).unwrap()
+        );
     }
 
     #[test]

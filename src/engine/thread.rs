@@ -13,7 +13,7 @@ use super::api::{
     CancelToken, EngineError, EngineEvent, EngineOptions, GenerateRequest, ModelSource, Prompt,
     StopReason,
 };
-use super::handle::Command;
+use super::handle::{Backend, Command};
 use super::kv_cache::KvCache;
 use super::load::{load_model, LoadedModel};
 use super::model::Logits;
@@ -56,38 +56,27 @@ impl EngineThread {
             prefix: PrefixCache::new(options.cache_budget_bytes),
         }
     }
+}
 
-    pub(crate) fn run(mut self, rx: std_mpsc::Receiver<Command>) {
-        while let Ok(cmd) = rx.recv() {
-            match cmd {
-                Command::Load { source, events } => self.start_load(source, events),
-                Command::Installed { mut loaded, events } => {
-                    let info = loaded.info.clone();
-                    // Where this model's snapshots live: found once per load, not per
-                    // request (it hashes the model file's and the binary's metadata).
-                    loaded.snapshots = self.options.prompt_snapshots.then(|| {
-                        Snapshots::for_model(&snapshots::default_root(), &info.source.path)
-                    });
-                    tracing::info!(model = %info.source.label(), load_ms = info.load_ms, "model loaded");
-                    self.active = Some(loaded);
-                    let _ = events.send(EngineEvent::Loaded(info));
-                }
-                Command::Generate {
-                    request,
-                    events,
-                    cancel,
-                } => {
-                    if let Err(e) = self.generate(request, &events, &cancel) {
-                        let _ = events.send(EngineEvent::Error(e));
-                    }
-                }
-                Command::ClearCache => self.prefix.clear(),
-                Command::Shutdown => break,
-            }
-        }
+impl Backend for EngineThread {
+    fn installed(&mut self, mut loaded: Box<LoadedModel>, events: UnboundedSender<EngineEvent>) {
+        let info = loaded.info.clone();
+        // Where this model's snapshots live: found once per load, not per request (it
+        // hashes the model file's and the binary's metadata).
+        loaded.snapshots = self
+            .options
+            .prompt_snapshots
+            .then(|| Snapshots::for_model(&snapshots::default_root(), &info.source.path));
+        tracing::info!(model = %info.source.label(), load_ms = info.load_ms, "model loaded");
+        self.active = Some(loaded);
+        let _ = events.send(EngineEvent::Loaded(info));
     }
 
-    fn start_load(&mut self, source: ModelSource, events: UnboundedSender<EngineEvent>) {
+    fn clear_cache(&mut self) {
+        self.prefix.clear();
+    }
+
+    fn load(&mut self, source: ModelSource, events: UnboundedSender<EngineEvent>) {
         if let Some(active) = &self.active {
             if active.info.source == source {
                 let _ = events.send(EngineEvent::Loaded(active.info.clone()));
@@ -185,10 +174,9 @@ fn encode(loaded: &LoadedModel, prompt: &Prompt) -> Result<Vec<u32>, EngineError
     let ids = match prompt {
         Prompt::Tokens(t) => t.clone(),
         Prompt::Raw(text) => info.vocab.encode(text)?,
-        Prompt::Chat(messages) => {
-            let text = info.template.render(messages, true)?;
-            info.vocab.encode(&text)?
-        }
+        Prompt::Chat(messages) => info
+            .vocab
+            .encode(&info.template.render_for_reply(messages)?)?,
     };
     if ids.is_empty() {
         return Err(EngineError::Request(
