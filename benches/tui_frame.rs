@@ -28,6 +28,7 @@ fn main() {
         name: "Qwen2.5 Coder 0.5B Instruct".into(),
         context_size: 8192,
         rss_mb: 880.0,
+        endpoint: None,
     });
     for i in 0..250 {
         app.chat.push(lcode::tui::chat::CellKind::User(format!(

@@ -273,6 +273,9 @@ pub enum Event {
         context_size: usize,
         /// Resident memory of the process after loading.
         rss_mb: f64,
+        /// The OpenAI-compatible server that runs the model, when not in-process.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        endpoint: Option<String>,
     },
     /// A change waiting for review, file by file and hunk by hunk.
     EditProposed {

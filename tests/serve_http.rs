@@ -349,10 +349,7 @@ fn exec_through_an_endpoint_edits_the_repository() {
         &["--approve", "edits", "fix the bug in add in calc.py"],
     );
     let loaded = events.iter().find(|e| e["type"] == "model_loaded").unwrap();
-    assert!(
-        loaded["name"].as_str().unwrap().contains(&server.base),
-        "{loaded}"
-    );
+    assert_eq!(loaded["endpoint"], server.base.as_str(), "{loaded}");
     assert!(events.iter().any(|e| e["type"] == "edit_proposed"));
     assert_eq!(
         fs::read_to_string(repo.path().join("calc.py")).unwrap(),

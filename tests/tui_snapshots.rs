@@ -35,6 +35,7 @@ fn app(theme: &str) -> App {
         name: "Qwen2.5 Coder 0.5B Instruct".into(),
         context_size: 8192,
         rss_mb: 880.0,
+        endpoint: None,
     });
     a
 }
@@ -144,6 +145,35 @@ fn proposal() -> Vec<ProposedFile> {
 #[test]
 fn empty() {
     both("empty", &mut app("dark"));
+}
+
+#[test]
+fn remote_model_status() {
+    let mut a = App::new(Theme::load("dark", false).unwrap(), Keys::defaults());
+    a.on_event(Event::Started {
+        tiers: Vec::new(),
+        sandbox: true,
+    });
+    a.on_event(Event::EngineState(EngineState::Idle));
+    a.on_event(Event::ModelLoaded {
+        model: "qwen2.5-coder-7b".into(),
+        name: "qwen2.5-coder-7b".into(),
+        context_size: 32768,
+        rss_mb: 14.0,
+        endpoint: Some("http://gpu-box:8000/v1".into()),
+    });
+    a.on_event(Event::Stats(EngineStats {
+        model: "qwen2.5-coder-7b".into(),
+        ttft_ms: 95.0,
+        prefill_tps: 2400.0,
+        decode_tps: 41.2,
+        reused_tokens: 1800,
+        context_used: 2210,
+        context_size: 32768,
+        rss_mb: 14.0,
+        ..Default::default()
+    }));
+    both("remote_model_status", &mut a);
 }
 
 #[test]

@@ -51,6 +51,7 @@ impl Agent {
                     name: info.name.clone(),
                     context_size: info.ctx,
                     rss_mb: crate::engine::stats::rss_mb(),
+                    endpoint: info.remote.clone(),
                 });
                 self.emit(Event::EngineState(EngineState::Idle));
                 self.info = Some(info);

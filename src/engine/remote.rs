@@ -180,7 +180,7 @@ impl Remote {
     fn model_info(&self, source: ModelSource, name: String, ctx: usize) -> ModelInfo {
         ModelInfo {
             source,
-            name: format!("{name} @ {}", self.base),
+            name: name.clone(),
             hparams: Hparams {
                 arch: "remote".into(),
                 name,

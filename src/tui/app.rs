@@ -36,6 +36,8 @@ pub struct Status {
     pub stats: EngineStats,
     /// The answering model's own name (GGUF metadata).
     pub model_name: String,
+    /// The server the model runs on, when not in-process.
+    pub endpoint: Option<String>,
     pub sandbox: bool,
 }
 
@@ -117,6 +119,7 @@ impl App {
                 name,
                 context_size,
                 rss_mb,
+                endpoint,
             } => {
                 if self.status.model != model && !self.status.model.is_empty() {
                     self.notice(format!("now answering with {model}"));
@@ -126,6 +129,7 @@ impl App {
                 self.status.stats.rss_mb = rss_mb;
                 self.status.model_name = name;
                 self.status.model = model;
+                self.status.endpoint = endpoint;
             }
             Event::EditProposed { files } => {
                 let total: usize = files.iter().map(|f| f.hunks.len()).sum();

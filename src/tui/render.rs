@@ -73,15 +73,18 @@ impl App {
         };
         let model = match (self.status.model.as_str(), self.status.model_name.as_str()) {
             ("", _) => "—".to_string(),
-            (tier, "") => tier.to_string(),
+            (tier, name) if name.is_empty() || name == tier => tier.to_string(),
             (tier, name) => format!("{tier} · {name}"),
         };
         let ctx_used = st.context_used;
         let ctx_size = st.context_size.max(1);
         let bar_w = width.saturating_sub(24).clamp(4, 20);
         let filled = (ctx_used * bar_w / ctx_size).min(bar_w);
-        vec![
-            row("model", model, ""),
+        let mut lines = vec![row("model", model, "")];
+        if let Some(endpoint) = &self.status.endpoint {
+            lines.push(row("server", endpoint.clone(), ""));
+        }
+        lines.extend([
             row("state", self.state_text(), ""),
             row("ttft", fig(st.ttft_ms, 0), "ms"),
             row("prefill", fig(st.prefill_tps, 1), "tok/s"),
@@ -116,7 +119,8 @@ impl App {
                 },
                 "",
             ),
-        ]
+        ]);
+        lines
     }
 
     /// The narrow layout's status: two lines, every figure with its unit.
@@ -130,10 +134,10 @@ impl App {
                 "—".into()
             }
         };
-        let model = if self.status.model.is_empty() {
-            "—".to_string()
-        } else {
-            self.status.model.clone()
+        let model = match (&self.status.endpoint, self.status.model.as_str()) {
+            (_, "") => "—".to_string(),
+            (Some(endpoint), model) => format!("{model} @ {endpoint}"),
+            (None, model) => model.to_string(),
         };
         vec![
             Line::from(vec![
