@@ -104,7 +104,9 @@ pub struct AgentOptions {
 
 /// Turns a `/model` argument (or a tier's name) into a model to load.
 #[derive(Clone)]
-pub struct ModelResolver(Arc<dyn Fn(&str) -> Result<ModelSource, String> + Send + Sync>);
+pub struct ModelResolver(Arc<ResolveFn>);
+
+type ResolveFn = dyn Fn(&str) -> Result<ModelSource, String> + Send + Sync;
 
 impl ModelResolver {
     pub fn new(f: impl Fn(&str) -> Result<ModelSource, String> + Send + Sync + 'static) -> Self {

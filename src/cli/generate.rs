@@ -51,6 +51,10 @@ pub(crate) struct GenerateArgs {
     /// the same; this is for measuring it).
     #[arg(long)]
     no_spec: bool,
+    /// Keep going past the end-of-generation token, to exactly --max-tokens (for
+    /// measuring decode speed).
+    #[arg(long)]
+    ignore_eos: bool,
     /// With --json: the N most likely tokens and their log-probabilities at each step
     /// (`top_logprobs`, one list per generated token). Decodes without speculation.
     #[arg(long, value_name = "N", default_value_t = 0)]
@@ -115,7 +119,7 @@ pub(super) fn generate(config: &Config, args: GenerateArgs) -> Result<ExitCode> 
         max_tokens: args.n,
         sampling,
         stop_strings: args.stop.clone(),
-        ignore_eos: false,
+        ignore_eos: args.ignore_eos,
         speculate: !args.no_spec,
         top_logprobs: args.top_logprobs,
     };

@@ -254,6 +254,14 @@ impl Backend for Remote {
                 ))
             }
         };
+        if let Prompt::Chat(messages) = &req.prompt {
+            if messages.last().is_some_and(|m| m.role == "assistant") {
+                // The reply continues the final assistant message (its forced start):
+                // vLLM's and llama-server's names for it.
+                body["continue_final_message"] = json!(true);
+                body["add_generation_prompt"] = json!(false);
+            }
+        }
         let sampling = &req.sampling;
         body["stream"] = json!(true);
         body["stream_options"] = json!({ "include_usage": true });

@@ -101,8 +101,10 @@ mod tests {
 
     #[test]
     fn counters_add_up_in_prometheus_text() {
-        let mut m = Metrics::default();
-        m.requests = 2;
+        let mut m = Metrics {
+            requests: 2,
+            ..Default::default()
+        };
         for _ in 0..2 {
             m.finished(&GenStats {
                 prompt_tokens: 100,

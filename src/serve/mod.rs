@@ -211,13 +211,13 @@ impl Drop for InFlight {
     }
 }
 
-/// The engine request for `req`, or the 400 saying what is wrong with it.
+/// The engine request for `req`, or the body of the 400 saying what is wrong with it.
 fn engine_request(
     info: &ModelInfo,
     req: &CompletionRequest,
     kind: Kind,
-) -> Result<GenerateRequest, Response> {
-    let bad = |m: String| error_response(StatusCode::BAD_REQUEST, m);
+) -> Result<GenerateRequest, Value> {
+    let bad = |m: String| openai::error(&m, "invalid_request_error");
     let text = match kind {
         Kind::Chat => {
             let messages = req.chat_messages();
@@ -250,7 +250,7 @@ fn engine_request(
             "n_prompt_tokens": tokens.len(),
             "n_ctx": info.ctx,
         }});
-        return Err((StatusCode::BAD_REQUEST, Json(body)).into_response());
+        return Err(body);
     }
     // The reply gets what the context has left, never more (clients often ask for
     // more than that: opencode#9611).
@@ -266,6 +266,7 @@ fn engine_request(
     let mut request = GenerateRequest::new(Prompt::Tokens(tokens), max_tokens);
     request.sampling = sampling;
     request.stop_strings = req.stop_strings();
+    request.ignore_eos = req.ignore_eos;
     Ok(request)
 }
 
@@ -286,9 +287,9 @@ async fn complete(shared: Arc<Shared>, headers: HeaderMap, body: Bytes, kind: Ki
     };
     let generate = match engine_request(&shared.info, &request, kind) {
         Ok(g) => g,
-        Err(response) => {
+        Err(body) => {
             shared.metrics().failed += 1;
-            return response;
+            return (StatusCode::BAD_REQUEST, Json(body)).into_response();
         }
     };
     let n = shared.next_id.fetch_add(1, Ordering::Relaxed);

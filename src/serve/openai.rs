@@ -27,6 +27,9 @@ pub struct CompletionRequest {
     pub max_completion_tokens: Option<usize>,
     pub stop: Option<StopField>,
     pub seed: Option<u64>,
+    /// llama-server's extension: generate past the end-of-generation token (benchmarks).
+    #[serde(default)]
+    pub ignore_eos: bool,
 }
 
 #[derive(Debug, Deserialize)]
