@@ -396,3 +396,38 @@ fn an_unreachable_endpoint_is_one_line_naming_the_url() {
     let err = common::one_line_error(&out);
     assert!(err.contains(&url), "{err}");
 }
+
+#[test]
+fn an_endpoint_key_comes_from_the_configured_variable_and_a_refused_one_is_one_line() {
+    let server = Server::start(
+        &["--model", "fast", "--api-key", "sekrit"],
+        Some(json!(["x is 1."])),
+    );
+    let repo = git_repo(&[("a.py", "x = 1\n")]);
+    let run = |config: Option<&str>, key: Option<&str>| {
+        let data = tempfile::tempdir().unwrap();
+        if let Some(config) = config {
+            fs::write(data.path().join("config.toml"), config).unwrap();
+        }
+        let mut cmd = common::lcode();
+        cmd.args(["exec", "--endpoint", &server.base, "what is x?"])
+            .current_dir(repo.path())
+            .env("LCODE_DATA_DIR", data.path())
+            .env("LCODE_CONFIG_DIR", data.path())
+            .env_remove("LCODE_SCRIPT")
+            .env_remove("TEST_SERVER_KEY")
+            .stdin(Stdio::null());
+        if let Some(key) = key {
+            cmd.env("TEST_SERVER_KEY", key);
+        }
+        cmd.output().unwrap()
+    };
+    let err = common::one_line_error(&run(None, None));
+    assert!(err.contains(&server.base) && err.contains("401"), "{err}");
+    let config = "endpoint_key_env = \"TEST_SERVER_KEY\"\n";
+    let err = common::one_line_error(&run(Some(config), Some("wrong")));
+    assert!(err.contains("401"), "{err}");
+    let out = run(Some(config), Some("sekrit"));
+    common::assert_success(&out);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("x is 1."));
+}
