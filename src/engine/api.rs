@@ -32,7 +32,9 @@ pub enum EngineError {
 
 impl From<candle_core::Error> for EngineError {
     fn from(e: candle_core::Error) -> Self {
-        EngineError::Compute(e.to_string())
+        // The message without the backtrace candle appends under RUST_BACKTRACE.
+        let text = e.to_string();
+        EngineError::Compute(text.lines().next().unwrap_or_default().to_string())
     }
 }
 
@@ -112,6 +114,9 @@ pub struct ModelInfo {
     pub load_ms: f64,
     /// The OpenAI-compatible server that runs the model, when not in-process.
     pub remote: Option<String>,
+    /// Whether the prefix cache reuses this model's computed prompts: off for the
+    /// architectures run through candle-transformers, whose KV cache cannot be cut.
+    pub prefix_cache: bool,
 }
 
 impl std::fmt::Debug for ModelInfo {

@@ -11,7 +11,21 @@ use candle_core::quantized::GgmlDType;
 use super::EngineError;
 
 /// Architectures whose forward pass `model.rs` implements.
-pub const SUPPORTED_ARCHS: &[&str] = &["llama", "qwen2"];
+/// Architectures lcode's own forward pass runs (`model.rs`), with its KV cache that the
+/// prefix cache truncates and shares.
+pub const OWN_ARCHS: &[&str] = &["llama", "qwen2"];
+/// Architectures run through candle-transformers' quantized models
+/// (`transformers.rs`), whose KV cache lives inside the model: no prefix reuse.
+pub const TRANSFORMERS_ARCHS: &[&str] = &["gemma3", "qwen3", "phi3"];
+
+/// Every architecture lcode loads, for messages.
+pub fn supported_archs() -> Vec<&'static str> {
+    OWN_ARCHS
+        .iter()
+        .chain(TRANSFORMERS_ARCHS)
+        .copied()
+        .collect()
+}
 
 /// Quant types the forward pass accepts: Q4_1, Q5_0, Q8_0, Q4_K and Q6_K run on lcode's
 /// kernels (`quant/`), the others on candle's quantized matmul.
@@ -60,6 +74,12 @@ pub struct Hparams {
 
 impl Hparams {
     /// Bytes of f16 K and V for `ctx` positions over all layers.
+    /// Whether the own forward pass runs this architecture (and the prefix cache with
+    /// it); otherwise candle-transformers does, without prefix reuse.
+    pub fn own_forward(&self) -> bool {
+        OWN_ARCHS.contains(&self.arch.as_str())
+    }
+
     pub fn kv_bytes(&self, ctx: usize) -> u64 {
         (self.n_layer * 2 * self.n_head_kv * self.head_dim * 2) as u64 * ctx as u64
     }
@@ -181,14 +201,16 @@ impl GgufFile {
     /// Read and validate the hyper-parameters; errors name what is unsupported.
     pub fn hparams(&self) -> Result<Hparams, EngineError> {
         let arch = self.arch()?;
-        if !SUPPORTED_ARCHS.contains(&arch.as_str()) {
+        if !OWN_ARCHS.contains(&arch.as_str()) && !TRANSFORMERS_ARCHS.contains(&arch.as_str()) {
             return Err(EngineError::Unsupported(format!(
                 "{}: architecture `{arch}` is not supported (lcode runs {}); pick a model of a supported architecture",
                 self.path.display(),
-                SUPPORTED_ARCHS.join(", ")
+                supported_archs().join(", ")
             )));
         }
-        for (name, info) in &self.content.tensor_infos {
+        // candle-transformers reads its own quant types; these are the own path's.
+        let own = OWN_ARCHS.contains(&arch.as_str());
+        for (name, info) in self.content.tensor_infos.iter().filter(|_| own) {
             if !SUPPORTED_DTYPES.contains(&info.ggml_dtype) {
                 return Err(EngineError::Unsupported(format!(
                     "{}: tensor {name} has quant type {:?}, which lcode does not run; use a Q4_K_M, Q5_K_M or Q8_0 file",

@@ -14,10 +14,19 @@ use super::snapshots::Snapshots;
 use super::stats::{self, gib};
 use super::template::ChatTemplate;
 use super::tokenizer::Vocab;
+use super::transformers::TransformersModel;
+
+/// Which forward pass runs a model.
+pub(crate) enum Forward {
+    /// lcode's own (`llama`, `qwen2`), with the prefix cache.
+    Own(Model),
+    /// candle-transformers' (`gemma3`, `qwen3`, `phi3`), without prefix reuse.
+    Transformers(Box<TransformersModel>),
+}
 
 pub(crate) struct LoadedModel {
     pub(crate) info: ModelInfo,
-    pub(crate) model: Model,
+    pub(crate) forward: Forward,
     /// This model's prompt snapshots on disk, where the options keep them.
     pub(crate) snapshots: Option<Snapshots>,
 }
@@ -91,18 +100,31 @@ pub(crate) fn load_model(
     }
     let token = |id: Option<u32>| id.map(|i| vocab.token_text(i)).unwrap_or_default();
     let template = ChatTemplate::new(
-        gguf.get_str("tokenizer.chat_template"),
+        gguf.get_str("tokenizer.chat_template")
+            .or_else(|| super::template::fallback_for(&hp.arch)),
         &token(vocab.bos),
         &token(vocab.eos),
     )?;
     progress(0.05);
-    let model = Model::load(&mut gguf, hp.clone(), ctx).map_err(|e| {
+    let unreadable = |e: String| {
         EngineError::BadModel(format!(
             "{}: cannot read its tensors ({e}); re-download it (`lcode models pull TIER`)",
             source.path.display()
         ))
-    })?;
+    };
+    let forward = if hp.own_forward() {
+        Forward::Own(
+            Model::load(&mut gguf, hp.clone(), ctx).map_err(|e| unreadable(e.to_string()))?,
+        )
+    } else {
+        let model = TransformersModel::load(&mut gguf, &hp.arch).map_err(|e| match e {
+            EngineError::Unsupported(_) => e,
+            other => unreadable(other.to_string()),
+        })?;
+        Forward::Transformers(Box::new(model))
+    };
     progress(1.0);
+    let hp_own = hp.own_forward();
     let info = ModelInfo {
         source: source.clone(),
         name: hp.name.clone(),
@@ -113,10 +135,11 @@ pub(crate) fn load_model(
         template: Arc::new(template),
         load_ms: start.elapsed().as_secs_f64() * 1000.0,
         remote: None,
+        prefix_cache: hp_own,
     };
     Ok(LoadedModel {
         info,
-        model,
+        forward,
         snapshots: None,
     })
 }

@@ -21,10 +21,12 @@ pub mod sampler;
 pub mod scripted;
 pub mod snapshots;
 pub mod speculation;
+pub mod spm;
 pub mod stats;
 pub mod template;
 mod thread;
 pub mod tokenizer;
+mod transformers;
 
 pub use self::api::{
     CancelToken, Completion, EngineError, EngineEvent, EngineOptions, GenerateRequest, Generation,

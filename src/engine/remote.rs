@@ -201,6 +201,8 @@ impl Remote {
             template: Arc::new(ChatTemplate::new(None, "", "").expect("ChatML parses")),
             load_ms: 0.0,
             remote: Some(self.base.clone()),
+            // The server's own cache, if any, is reported in its usage.
+            prefix_cache: true,
         }
     }
 }

@@ -116,6 +116,7 @@ pub fn model_info(label: &str) -> ModelInfo {
         template: Arc::new(ChatTemplate::new(None, "", "<|im_end|>").expect("ChatML parses")),
         load_ms: 0.0,
         remote: None,
+        prefix_cache: true,
     }
 }
 

@@ -10,6 +10,23 @@ use super::EngineError;
 /// ChatML: the fallback for files that carry no template.
 pub const CHATML: &str = "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
 
+/// Gemma's turns (`<start_of_turn>user` / `model`), the system message folded into the
+/// first user turn: the format of Google's own template, for files that carry none.
+pub const GEMMA: &str = "{{ bos_token }}{% if messages[0]['role'] == 'system' %}{% set first_user_prefix = messages[0]['content'] + '\n\n' %}{% set loop_messages = messages[1:] %}{% else %}{% set first_user_prefix = '' %}{% set loop_messages = messages %}{% endif %}{% for message in loop_messages %}{% if message['role'] == 'assistant' %}{% set role = 'model' %}{% else %}{% set role = message['role'] %}{% endif %}{{ '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else '') + message['content'] | trim + '<end_of_turn>\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}";
+
+/// Phi-3's turns (`<|user|>` ... `<|end|>`), for files that carry no template.
+pub const PHI3: &str = "{% for message in messages %}{{ '<|' + message['role'] + '|>\n' + message['content'] + '<|end|>\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}";
+
+/// The template for a file of architecture `arch` that carries none: its family's
+/// format where it differs from ChatML.
+pub fn fallback_for(arch: &str) -> Option<&'static str> {
+    match arch {
+        "gemma3" | "gemma2" | "gemma" => Some(GEMMA),
+        "phi3" => Some(PHI3),
+        _ => None,
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChatMessage {
     pub role: String,
@@ -134,6 +151,26 @@ mod tests {
         assert_eq!(
             t.render_for_reply(&messages[..1]).unwrap(),
             t.render(&messages[..1], true).unwrap()
+        );
+    }
+
+    #[test]
+    fn gemma_folds_the_system_message_into_the_first_user_turn() {
+        let t = ChatTemplate::new(Some(GEMMA), "<bos>", "<eos>").unwrap();
+        let s = t
+            .render(
+                &[
+                    ChatMessage::new("system", "Be brief."),
+                    ChatMessage::new("user", "hi"),
+                    ChatMessage::new("assistant", "hello"),
+                    ChatMessage::new("user", "bye"),
+                ],
+                true,
+            )
+            .unwrap();
+        assert_eq!(
+            s,
+            "<bos><start_of_turn>user\nBe brief.\n\nhi<end_of_turn>\n<start_of_turn>model\nhello<end_of_turn>\n<start_of_turn>user\nbye<end_of_turn>\n<start_of_turn>model\n"
         );
     }
 

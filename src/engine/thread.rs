@@ -10,18 +10,20 @@ use std::time::Instant;
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::api::{
-    CancelToken, EngineError, EngineEvent, EngineOptions, GenerateRequest, ModelSource, Prompt,
-    StopReason,
+    CancelToken, EngineError, EngineEvent, EngineOptions, GenerateRequest, ModelInfo, ModelSource,
+    Prompt, StopReason,
 };
 use super::handle::{Backend, Command};
 use super::kv_cache::KvCache;
-use super::load::{load_model, LoadedModel};
+use super::load::{load_model, Forward, LoadedModel};
 use super::model::Logits;
+use super::model::Model;
 use super::prefix_cache::PrefixCache;
 use super::sampler::{self, Sampler};
 use super::snapshots::{self, Snapshots};
 use super::stats::{self, GenStats};
 use super::tokenizer::Utf8Stream;
+use super::transformers;
 use super::{attention, quant, speculation};
 
 /// Prompt tokens evaluated per step of prefill: cancellation and progress are checked
@@ -119,19 +121,29 @@ impl Backend for EngineThread {
         cancel: &CancelToken,
     ) -> Result<(), EngineError> {
         let start = Instant::now();
-        let Some(loaded) = self.active.as_deref() else {
+        let Some(loaded) = self.active.as_deref_mut() else {
             return Err(EngineError::NotLoaded("no model is loaded yet".into()));
         };
         let prompt = encode(loaded, &req.prompt)?;
+        if let Forward::Transformers(model) = &mut loaded.forward {
+            return transformers::generate(model, &loaded.info, &prompt, &req, events, cancel);
+        }
+        let loaded: &LoadedModel = loaded;
+        let Forward::Own(model) = &loaded.forward else {
+            return Err(EngineError::Compute(
+                "no forward pass for this model".into(),
+            ));
+        };
         let key = loaded.info.source.key();
-        let (mut cache, snapshot_tokens) = reuse_cache(&mut self.prefix, loaded, &key, &prompt)?;
+        let (mut cache, snapshot_tokens) =
+            reuse_cache(&mut self.prefix, loaded, model, &key, &prompt)?;
         let mut stats = GenStats {
             prompt_tokens: prompt.len(),
             reused_tokens: cache.len(),
             snapshot_tokens,
             ..Default::default()
         };
-        let Some(logits) = prefill(loaded, &prompt, &mut cache, &mut stats, events, cancel)? else {
+        let Some(logits) = prefill(model, &prompt, &mut cache, &mut stats, events, cancel)? else {
             self.prefix.checkin(&key, cache);
             let _ = events.send(EngineEvent::Done {
                 stop: StopReason::Cancelled,
@@ -142,7 +154,16 @@ impl Backend for EngineThread {
             return Ok(());
         };
         let (stop, text, generated) = decode(
-            loaded, &req, &prompt, logits, &mut cache, &mut stats, start, events, cancel,
+            &loaded.info,
+            model,
+            &req,
+            &prompt,
+            logits,
+            &mut cache,
+            &mut stats,
+            start,
+            events,
+            cancel,
         )?;
         stats.generated_tokens = generated.len();
         stats.kv_bytes = cache.bytes();
@@ -208,10 +229,11 @@ fn encode(loaded: &LoadedModel, prompt: &Prompt) -> Result<Vec<u32>, EngineError
 fn reuse_cache(
     prefix: &mut PrefixCache,
     loaded: &LoadedModel,
+    model: &Model,
     key: &str,
     prompt: &[u32],
 ) -> Result<(KvCache, usize), EngineError> {
-    let (info, model) = (&loaded.info, &loaded.model);
+    let info = &loaded.info;
     let in_memory = prefix.longest(key, prompt);
     let most_from_disk = (prompt.len() - 1).min(snapshots::MAX_TOKENS);
     let from_disk = loaded
@@ -245,7 +267,7 @@ fn reuse_cache(
 /// progress are checked between them); the logits of the last row, or None when
 /// cancelled.
 fn prefill(
-    loaded: &LoadedModel,
+    model: &Model,
     prompt: &[u32],
     cache: &mut KvCache,
     stats: &mut GenStats,
@@ -259,7 +281,7 @@ fn prefill(
         if cancel.is_cancelled() {
             return Ok(None);
         }
-        logits = Some(loaded.model.forward(step, cache, Logits::Last)?);
+        logits = Some(model.forward(step, cache, Logits::Last)?);
         let done = (i * PREFILL_STEP + step.len()).min(todo.len());
         let _ = events.send(EngineEvent::Prefill {
             done,
@@ -276,7 +298,8 @@ fn prefill(
 /// same as one token per forward. Returns the stop, the text and the new token ids.
 #[allow(clippy::too_many_arguments)]
 fn decode(
-    loaded: &LoadedModel,
+    info: &ModelInfo,
+    model: &Model,
     req: &GenerateRequest,
     prompt: &[u32],
     mut logits: candle_core::Tensor,
@@ -286,7 +309,6 @@ fn decode(
     events: &UnboundedSender<EngineEvent>,
     cancel: &CancelToken,
 ) -> Result<(StopReason, String, Vec<u32>), EngineError> {
-    let (info, model) = (&loaded.info, &loaded.model);
     let mut sampler = Sampler::new(req.sampling.clone());
     // Speculation must not change the output: only for plain greedy decoding, where
     // the batched verification picks exactly the tokens one-by-one decoding would.
@@ -295,9 +317,7 @@ fn decode(
         && req.sampling.is_greedy()
         && (req.sampling.repeat_penalty - 1.0).abs() < f32::EPSILON;
     let mut history = prompt.to_vec();
-    let mut generated = Vec::new();
-    let mut text = String::new();
-    let mut utf8 = Utf8Stream::default();
+    let mut out = TokenOut::new(info, req, events);
     let mut decode_start = Instant::now();
     // Accepted draft tokens: already in the KV cache, to be emitted in order.
     let mut ready: VecDeque<u32> = VecDeque::new();
@@ -317,35 +337,15 @@ fn decode(
                 (sampler.sample(&mut row, &history), false)
             }
         };
-        if generated.is_empty() {
+        if out.generated.is_empty() {
             stats.ttft_ms = start.elapsed().as_secs_f64() * 1000.0;
             decode_start = Instant::now();
         }
-        generated.push(token);
         history.push(token);
-        if info.vocab.eog.contains(&token) && !req.ignore_eos {
-            break StopReason::Eos;
+        if let Some(stop) = out.push(token) {
+            break stop;
         }
-        let delta = utf8.push(info.vocab.token_bytes(token));
-        if !delta.is_empty() {
-            text.push_str(&delta);
-            if let Some(cut) = find_stop(&text, &req.stop_strings, delta.len()) {
-                let before = text.len() - delta.len();
-                if cut > before {
-                    let _ = events.send(EngineEvent::Token {
-                        id: token,
-                        text: text[before..cut].to_string(),
-                    });
-                }
-                text.truncate(cut);
-                break StopReason::StopString;
-            }
-            let _ = events.send(EngineEvent::Token {
-                id: token,
-                text: delta,
-            });
-        }
-        if generated.len() >= req.max_tokens || cache.len() + 1 >= info.ctx {
+        if out.generated.len() >= req.max_tokens || cache.len() + 1 >= info.ctx {
             break StopReason::Length;
         }
         if in_cache {
@@ -353,7 +353,7 @@ fn decode(
             continue;
         }
         let room = info.ctx.saturating_sub(cache.len() + 2);
-        let left = req.max_tokens - generated.len();
+        let left = req.max_tokens - out.generated.len();
         let draft = if speculate {
             speculation::prompt_lookup(&history, window.size().min(room).min(left))
         } else {
@@ -384,14 +384,79 @@ fn decode(
         ready.extend(&draft[..accepted]);
         logits = rows.get(accepted)?;
     };
-    if stop != StopReason::StopString {
-        text.push_str(&utf8.finish());
-    }
+    let (text, generated) = out.finish(stop);
     if generated.len() > 1 {
         stats.decode_tps =
             (generated.len() - 1) as f64 / decode_start.elapsed().as_secs_f64().max(1e-9);
     }
     Ok((stop, text, generated))
+}
+
+/// A reply's tokens as they come: their text out as `Token` events in whole UTF-8
+/// characters, the end of generation and stop strings noticed. Both forward paths
+/// (own and candle-transformers) emit through it.
+pub(crate) struct TokenOut<'a> {
+    info: &'a ModelInfo,
+    req: &'a GenerateRequest,
+    events: &'a UnboundedSender<EngineEvent>,
+    /// Every token so far, the end-of-generation token included.
+    pub(crate) generated: Vec<u32>,
+    text: String,
+    utf8: Utf8Stream,
+}
+
+impl<'a> TokenOut<'a> {
+    pub(crate) fn new(
+        info: &'a ModelInfo,
+        req: &'a GenerateRequest,
+        events: &'a UnboundedSender<EngineEvent>,
+    ) -> Self {
+        Self {
+            info,
+            req,
+            events,
+            generated: Vec::new(),
+            text: String::new(),
+            utf8: Utf8Stream::default(),
+        }
+    }
+
+    /// Take `token`; the reason to stop, when it ends the reply.
+    pub(crate) fn push(&mut self, token: u32) -> Option<StopReason> {
+        self.generated.push(token);
+        if self.info.vocab.eog.contains(&token) && !self.req.ignore_eos {
+            return Some(StopReason::Eos);
+        }
+        let delta = self.utf8.push(self.info.vocab.token_bytes(token));
+        if delta.is_empty() {
+            return None;
+        }
+        self.text.push_str(&delta);
+        if let Some(cut) = find_stop(&self.text, &self.req.stop_strings, delta.len()) {
+            let before = self.text.len() - delta.len();
+            if cut > before {
+                let _ = self.events.send(EngineEvent::Token {
+                    id: token,
+                    text: self.text[before..cut].to_string(),
+                });
+            }
+            self.text.truncate(cut);
+            return Some(StopReason::StopString);
+        }
+        let _ = self.events.send(EngineEvent::Token {
+            id: token,
+            text: delta,
+        });
+        None
+    }
+
+    /// The reply's text and tokens.
+    pub(crate) fn finish(mut self, stop: StopReason) -> (String, Vec<u32>) {
+        if stop != StopReason::StopString {
+            self.text.push_str(&self.utf8.finish());
+        }
+        (self.text, self.generated)
+    }
 }
 
 /// Byte offset where the first stop string begins, looking only where the latest

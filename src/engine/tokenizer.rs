@@ -17,7 +17,10 @@ use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::tokenizer::SplitDelimiterBehavior;
 use tokenizers::{AddedToken, PreTokenizerWrapper, Tokenizer};
 
+use aho_corasick::{AhoCorasick, MatchKind};
+
 use super::gguf::{value_as_u64, GgufFile};
+use super::spm::Spm;
 use super::EngineError;
 
 /// llama.cpp's `LLAMA_VOCAB_PRE_TYPE_QWEN2` split.
@@ -42,9 +45,21 @@ const EOG_TEXTS: &[&str] = &[
     "</s>",
 ];
 
+/// How text becomes ids: byte-level BPE with merges (`gpt2`: Qwen, SmolLM, Llama 3),
+/// or SentencePiece BPE by scores (`llama`: Gemma, Phi-3), split around special tokens.
+enum Splitter {
+    Bpe(Box<Tokenizer>),
+    Spm {
+        spm: Box<Spm>,
+        /// Control and user-defined tokens, matched whole in the text, longest first.
+        specials: AhoCorasick,
+        special_ids: Vec<u32>,
+    },
+}
+
 /// The tokenizer plus what generation needs from the vocabulary.
 pub struct Vocab {
-    pub tokenizer: Tokenizer,
+    splitter: Splitter,
     /// Raw bytes of each token, for streaming text that stays valid UTF-8 across tokens.
     token_bytes: Vec<Vec<u8>>,
     /// End-of-generation ids.
@@ -122,23 +137,104 @@ fn pre_tokenizer(pre: &str) -> Result<PreTokenizerWrapper, EngineError> {
     })
 }
 
+/// The file's token types, normal (1) where it gives none.
+fn token_types(gguf: &GgufFile, n: usize) -> Vec<u64> {
+    match gguf.get("tokenizer.ggml.token_type") {
+        Some(Value::Array(items)) => items.iter().map(|v| value_as_u64(v).unwrap_or(1)).collect(),
+        _ => vec![1; n],
+    }
+}
+
+/// End-of-generation ids: the file's EOS and EOT, and the control tokens llama.cpp
+/// treats as ending a turn.
+fn end_of_generation(gguf: &GgufFile, tokens: &[String], control: &HashSet<u32>) -> HashSet<u32> {
+    let mut eog: HashSet<u32> = gguf
+        .get_u32("tokenizer.ggml.eos_token_id")
+        .into_iter()
+        .collect();
+    if let Some(eot) = gguf.get_u32("tokenizer.ggml.eot_token_id") {
+        eog.insert(eot);
+    }
+    for &id in control {
+        if EOG_TEXTS.contains(&tokens[id as usize].as_str()) {
+            eog.insert(id);
+        }
+    }
+    eog
+}
+
 impl Vocab {
     pub fn from_gguf(gguf: &GgufFile) -> Result<Self, EngineError> {
-        let model = gguf.get_str("tokenizer.ggml.model").unwrap_or("");
-        if model != "gpt2" {
-            return Err(EngineError::Unsupported(format!(
-                "{}: tokenizer model `{model}` is not supported (lcode reads byte-level BPE, `gpt2`); use a Qwen2.5 or SmolLM2 GGUF",
+        match gguf.get_str("tokenizer.ggml.model").unwrap_or("") {
+            "gpt2" => Self::byte_level_bpe(gguf),
+            "llama" => Self::sentencepiece(gguf),
+            model => Err(EngineError::Unsupported(format!(
+                "{}: tokenizer model `{model}` is not supported (lcode reads `gpt2` byte-level BPE and `llama` SentencePiece); pick a model with either",
                 gguf.path.display()
-            )));
+            ))),
         }
+    }
+
+    /// SentencePiece BPE (`tokenizer.ggml.model = llama`), scored pieces, byte fallback.
+    fn sentencepiece(gguf: &GgufFile) -> Result<Self, EngineError> {
+        let tokens = string_array(gguf, "tokenizer.ggml.tokens")?;
+        let scores: Vec<f32> = match gguf.get("tokenizer.ggml.scores") {
+            Some(Value::Array(items)) => items.iter().map(|v| v.to_f32().unwrap_or(0.0)).collect(),
+            _ => vec![0.0; tokens.len()],
+        };
+        let types = token_types(gguf, tokens.len());
+        let mut control = HashSet::new();
+        let mut special_texts = Vec::new();
+        let mut special_ids = Vec::new();
+        let mut token_bytes = Vec::with_capacity(tokens.len());
+        for (id, (text, ty)) in tokens.iter().zip(types.iter()).enumerate() {
+            let special = *ty == TOKEN_TYPE_CONTROL || *ty == TOKEN_TYPE_USER_DEFINED;
+            if *ty == TOKEN_TYPE_CONTROL {
+                control.insert(id as u32);
+            }
+            if special && !text.is_empty() {
+                special_texts.push(text.clone());
+                special_ids.push(id as u32);
+            }
+            token_bytes.push(if special {
+                text.as_bytes().to_vec()
+            } else {
+                Spm::piece_bytes(text)
+            });
+        }
+        let specials = AhoCorasick::builder()
+            .match_kind(MatchKind::LeftmostLongest)
+            .build(&special_texts)
+            .map_err(|e| EngineError::BadModel(format!("tokenizer: {e}")))?;
+        let spm = Spm::new(
+            &tokens,
+            scores,
+            gguf.get_u32("tokenizer.ggml.unknown_token_id"),
+            gguf.get_bool("tokenizer.ggml.add_space_prefix")
+                .unwrap_or(true),
+        );
+        Ok(Self {
+            splitter: Splitter::Spm {
+                spm: Box::new(spm),
+                specials,
+                special_ids,
+            },
+            token_bytes,
+            eog: end_of_generation(gguf, &tokens, &control),
+            eos: gguf.get_u32("tokenizer.ggml.eos_token_id"),
+            bos: gguf.get_u32("tokenizer.ggml.bos_token_id"),
+            add_bos: gguf
+                .get_bool("tokenizer.ggml.add_bos_token")
+                .unwrap_or(true),
+            control,
+        })
+    }
+
+    /// Byte-level BPE with merges (`tokenizer.ggml.model = gpt2`).
+    fn byte_level_bpe(gguf: &GgufFile) -> Result<Self, EngineError> {
         let tokens = string_array(gguf, "tokenizer.ggml.tokens")?;
         let merges = string_array(gguf, "tokenizer.ggml.merges")?;
-        let types: Vec<u64> = match gguf.get("tokenizer.ggml.token_type") {
-            Some(Value::Array(items)) => {
-                items.iter().map(|v| value_as_u64(v).unwrap_or(1)).collect()
-            }
-            _ => vec![1; tokens.len()],
-        };
+        let types = token_types(gguf, tokens.len());
         let vocab: tokenizers::models::bpe::Vocab = tokens
             .iter()
             .enumerate()
@@ -197,23 +293,12 @@ impl Vocab {
             })
             .collect();
 
-        let eos = gguf.get_u32("tokenizer.ggml.eos_token_id");
-        let bos = gguf.get_u32("tokenizer.ggml.bos_token_id");
-        let mut eog: HashSet<u32> = eos.into_iter().collect();
-        if let Some(eot) = gguf.get_u32("tokenizer.ggml.eot_token_id") {
-            eog.insert(eot);
-        }
-        for &id in &control {
-            if EOG_TEXTS.contains(&tokens[id as usize].as_str()) {
-                eog.insert(id);
-            }
-        }
         Ok(Self {
-            tokenizer,
+            splitter: Splitter::Bpe(Box::new(tokenizer)),
             token_bytes,
-            eog,
-            eos,
-            bos,
+            eog: end_of_generation(gguf, &tokens, &control),
+            eos: gguf.get_u32("tokenizer.ggml.eos_token_id"),
+            bos: gguf.get_u32("tokenizer.ggml.bos_token_id"),
             add_bos: gguf
                 .get_bool("tokenizer.ggml.add_bos_token")
                 .unwrap_or(false),
@@ -251,7 +336,7 @@ impl Vocab {
         token_bytes.push(b"<|im_start|>".to_vec());
         token_bytes.push(b"<|im_end|>".to_vec());
         Self {
-            tokenizer,
+            splitter: Splitter::Bpe(Box::new(tokenizer)),
             token_bytes,
             eog: HashSet::from([257]),
             eos: Some(257),
@@ -269,20 +354,40 @@ impl Vocab {
         self.token_bytes.is_empty()
     }
 
-    /// Token ids of `text`, specials recognised, BOS added only where the file asks.
+    /// Token ids of `text`, specials recognised, BOS added only where the file asks
+    /// (and not twice: chat templates that write it themselves start with it).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>, EngineError> {
         let mut ids = Vec::new();
         if self.add_bos {
-            ids.extend(self.bos);
+            let bos_text = self.bos.map(|b| self.token_bytes(b));
+            if !bos_text.is_some_and(|t| !t.is_empty() && text.as_bytes().starts_with(t)) {
+                ids.extend(self.bos);
+            }
         }
         if text.is_empty() {
             return Ok(ids);
         }
-        let enc = self
-            .tokenizer
-            .encode_fast(text, false)
-            .map_err(|e| EngineError::Request(format!("tokenize: {e}")))?;
-        ids.extend_from_slice(enc.get_ids());
+        match &self.splitter {
+            Splitter::Bpe(tokenizer) => {
+                let enc = tokenizer
+                    .encode_fast(text, false)
+                    .map_err(|e| EngineError::Request(format!("tokenize: {e}")))?;
+                ids.extend_from_slice(enc.get_ids());
+            }
+            Splitter::Spm {
+                spm,
+                specials,
+                special_ids,
+            } => {
+                let mut at = 0;
+                for m in specials.find_iter(text) {
+                    spm.encode(&text[at..m.start()], at == 0, &mut ids);
+                    ids.push(special_ids[m.pattern().as_usize()]);
+                    at = m.end();
+                }
+                spm.encode(&text[at..], at == 0, &mut ids);
+            }
+        }
         Ok(ids)
     }
 
