@@ -29,6 +29,7 @@ fn main() {
         context_size: 8192,
         rss_mb: 880.0,
         endpoint: None,
+        prefix_cache: true,
     });
     for i in 0..250 {
         app.chat.push(lcode::tui::chat::CellKind::User(format!(

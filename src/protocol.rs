@@ -276,6 +276,9 @@ pub enum Event {
         /// The OpenAI-compatible server that runs the model, when not in-process.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         endpoint: Option<String>,
+        /// Whether the prefix cache reuses this model's prompts (off for the
+        /// architectures run through candle-transformers).
+        prefix_cache: bool,
     },
     /// A change waiting for review, file by file and hunk by hunk.
     EditProposed {

@@ -36,6 +36,7 @@ fn app(theme: &str) -> App {
         context_size: 8192,
         rss_mb: 880.0,
         endpoint: None,
+        prefix_cache: true,
     });
     a
 }
@@ -161,6 +162,7 @@ fn remote_model_status() {
         context_size: 32768,
         rss_mb: 14.0,
         endpoint: Some("http://gpu-box:8000/v1".into()),
+        prefix_cache: true,
     });
     a.on_event(Event::Stats(EngineStats {
         model: "qwen2.5-coder-7b".into(),

@@ -52,6 +52,7 @@ impl Agent {
                     context_size: info.ctx,
                     rss_mb: crate::engine::stats::rss_mb(),
                     endpoint: info.remote.clone(),
+                    prefix_cache: info.prefix_cache,
                 });
                 self.emit(Event::EngineState(EngineState::Idle));
                 self.info = Some(info);

@@ -48,19 +48,23 @@ pub(super) fn run(
 fn list_models(config: &Config, json_out: bool, ctx: Option<usize>) -> Result<ExitCode> {
     let ctx = ctx.or(config.ctx).unwrap_or(crate::engine::DEFAULT_CTX);
     let mut rows = Vec::new();
-    for t in catalog::tiers() {
+    let extras = catalog::extras();
+    for t in catalog::tiers().into_iter().chain(extras.iter().cloned()) {
         let installed = t.is_installed();
-        let (memory, fits) = estimate(&t.path(), ctx, t.size);
+        let (memory, fits, arch) = estimate(&t.path(), ctx, t.size);
         rows.push(json!({
             "tier": t.name, "model": t.model, "path": t.path(), "installed": installed,
+            "extra": extras.iter().any(|e| e.name == t.name),
             "size": t.size, "memory_needed": memory.map(|m| m.total), "available": stats::available_memory(), "fits": fits,
+            "arch": arch.as_ref().map(|a| &a.0), "prefix_cache": arch.as_ref().map(|a| a.1),
         }));
     }
     for f in discover::discover() {
-        let (memory, fits) = estimate(&f.path, ctx, f.size);
+        let (memory, fits, arch) = estimate(&f.path, ctx, f.size);
         rows.push(json!({
             "source": f.source, "model": f.name, "path": f.path, "installed": true,
             "size": f.size, "memory_needed": memory.map(|m| m.total), "available": stats::available_memory(), "fits": fits,
+            "arch": arch.as_ref().map(|a| &a.0), "prefix_cache": arch.as_ref().map(|a| a.1),
         }));
     }
     if json_out {
@@ -76,7 +80,7 @@ fn list_models(config: &Config, json_out: bool, ctx: Option<usize>) -> Result<Ex
         gib(avail)
     );
     println!(
-        "{:<10} {:<44} {:<14} {:>10} {:>11}  fit",
+        "{:<12} {:<44} {:<14} {:>10} {:>11}  fit",
         "tier", "model", "status", "size", "needs"
     );
     for r in rows {
@@ -100,7 +104,7 @@ fn list_models(config: &Config, json_out: bool, ctx: Option<usize>) -> Result<Ex
             None => "unknown",
         };
         println!(
-            "{:<10} {:<44} {:<14} {:>10} {:>11}  {}",
+            "{:<12} {:<44} {:<14} {:>10} {:>11}  {}",
             name,
             r["model"].as_str().unwrap_or(""),
             status,
@@ -109,26 +113,35 @@ fn list_models(config: &Config, json_out: bool, ctx: Option<usize>) -> Result<Ex
             fit
         );
         if status == "found" {
-            println!("{:<10} {}", "", r["path"].as_str().unwrap_or(""));
+            println!("{:<12} {}", "", r["path"].as_str().unwrap_or(""));
+        }
+        if r["prefix_cache"] == false {
+            println!(
+                "{:<12} prefix cache: off for this architecture ({})",
+                "",
+                r["arch"].as_str().unwrap_or("")
+            );
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// The memory estimate of a file, read from its header; for a catalog file not yet
-/// installed, from the catalog's size with the header unknown (so: no verdict).
+/// The memory estimate of a file, read from its header, with its architecture and
+/// whether the prefix cache works for it; for a catalog file not yet installed, the
+/// header is unknown (so: no verdict).
 fn estimate(
     path: &std::path::Path,
     ctx: usize,
     size: u64,
-) -> (Option<MemoryEstimate>, Option<bool>) {
+) -> (Option<MemoryEstimate>, Option<bool>, Option<(String, bool)>) {
     match crate::engine::gguf::GgufFile::open(path)
         .and_then(|g| g.hparams().map(|h| (g.file_size, h)))
     {
         Ok((file_size, hp)) => {
             let m = MemoryEstimate::new(file_size.max(size), &hp, ctx);
-            (Some(m), Some(m.fits()))
+            let arch = (hp.arch.clone(), hp.own_forward());
+            (Some(m), Some(m.fits()), Some(arch))
         }
-        Err(_) => (None, None),
+        Err(_) => (None, None, None),
     }
 }

@@ -13,10 +13,10 @@ use super::EngineError;
 /// Architectures whose forward pass `model.rs` implements.
 /// Architectures lcode's own forward pass runs (`model.rs`), with its KV cache that the
 /// prefix cache truncates and shares.
-pub const OWN_ARCHS: &[&str] = &["llama", "qwen2"];
+pub const OWN_ARCHS: &[&str] = &["llama", "qwen2", "gemma3"];
 /// Architectures run through candle-transformers' quantized models
 /// (`transformers.rs`), whose KV cache lives inside the model: no prefix reuse.
-pub const TRANSFORMERS_ARCHS: &[&str] = &["gemma3", "qwen3", "phi3"];
+pub const TRANSFORMERS_ARCHS: &[&str] = &["qwen3", "phi3"];
 
 /// Every architecture lcode loads, for messages.
 pub fn supported_archs() -> Vec<&'static str> {
@@ -70,6 +70,23 @@ pub struct Hparams {
     pub rope_theta: f32,
     /// The model's own context limit (`ARCH.context_length`).
     pub n_ctx_train: usize,
+    /// Gemma 3's local layers, where the file has them.
+    pub sliding: Option<SlidingWindow>,
+}
+
+/// Layers that attend to a window of recent positions only, with a RoPE base of their
+/// own: all but every `pattern`-th layer (Gemma 3: five local layers, then a global one).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SlidingWindow {
+    pub window: usize,
+    pub pattern: usize,
+    pub rope_theta: f32,
+}
+
+impl SlidingWindow {
+    pub fn is_local(&self, layer: usize) -> bool {
+        layer % self.pattern < self.pattern - 1
+    }
 }
 
 impl Hparams {
@@ -267,6 +284,19 @@ impl GgufFile {
                 .get_f32(&format!("{arch}.rope.freq_base"))
                 .unwrap_or(rope_default),
             n_ctx_train: need("context_length")?,
+            sliding: match self.get_u32(&format!("{arch}.attention.sliding_window")) {
+                Some(window) if arch == "gemma3" && window > 0 => Some(SlidingWindow {
+                    window: window as usize,
+                    pattern: self
+                        .get_u32(&format!("{arch}.attention.sliding_window_pattern"))
+                        .map_or(6, |p| p as usize)
+                        .max(1),
+                    rope_theta: self
+                        .get_f32(&format!("{arch}.rope.freq_base_swa"))
+                        .unwrap_or(10_000.0),
+                }),
+                _ => None,
+            },
             arch,
         })
     }
@@ -284,4 +314,23 @@ pub fn value_as_u64(v: &Value) -> Option<u64> {
         Value::I64(v) => *v as u64,
         _ => return None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gemma_s_pattern_has_five_local_layers_then_a_global_one() {
+        let w = SlidingWindow {
+            window: 512,
+            pattern: 6,
+            rope_theta: 10_000.0,
+        };
+        let local: Vec<bool> = (0..12).map(|l| w.is_local(l)).collect();
+        assert_eq!(
+            local,
+            [true, true, true, true, true, false, true, true, true, true, true, false]
+        );
+    }
 }

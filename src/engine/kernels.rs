@@ -2,6 +2,7 @@
 //! roundings decides greedy near-ties against the llama.cpp reference. (The quantized
 //! matrix products are in `quant/`.)
 
+use half::f16;
 use rayon::prelude::*;
 
 /// Defines `fn $name` that calls `$imp` compiled for AVX2 + FMA + F16C where the CPU has
@@ -116,6 +117,44 @@ fn swiglu_impl(gate: &[f32], up: &[f32]) -> Vec<f32> {
     }
 }
 
+/// GELU's tanh form as ggml computes it in f32.
+fn gelu_f32(x: f32) -> f32 {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    const COEF_A: f32 = 0.044715;
+    0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (1.0 + COEF_A * x * x)).tanh())
+}
+
+/// GELU of every f16 value, rounded to f16: ggml's table, which its CPU backend reads
+/// instead of computing GELU (`GGML_GELU_FP16`).
+fn gelu_table() -> &'static [f16] {
+    static TABLE: std::sync::OnceLock<Vec<f16>> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        (0..=u16::MAX)
+            .map(|bits| f16::from_f32(gelu_f32(f16::from_bits(bits).to_f32())))
+            .collect()
+    })
+}
+
+/// `gelu(gate) * up`, Gemma's gated MLP, with ggml's arithmetic: inputs at or below -10
+/// give 0, at or above 10 pass through, the rest go through the f16 table.
+pub fn geglu(gate: &[f32], up: &[f32]) -> Vec<f32> {
+    let table = gelu_table();
+    let f = |(&g, &u): (&f32, &f32)| {
+        if g <= -10.0 {
+            0.0
+        } else if g >= 10.0 {
+            g * u
+        } else {
+            table[f16::from_f32(g).to_bits() as usize].to_f32() * u
+        }
+    };
+    if gate.len() >= 1 << 16 {
+        gate.par_iter().zip(up).map(f).collect()
+    } else {
+        gate.iter().zip(up).map(f).collect()
+    }
+}
+
 /// RoPE tables as ggml builds them: per position, theta starts at the position and is
 /// multiplied by `base^(-2/head_dim)` pair after pair (not `pos * base^(-2i/d)`), and
 /// cos and sin are taken in f32. Returns (cos, sin), each (max_positions, head_dim / 2).
@@ -187,6 +226,24 @@ fn rope_impl(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn geglu_reads_ggml_s_f16_table_and_clamps_at_ten() {
+        let gate = [-12.0, -1.0, 0.0, 0.5, 3.0, 11.0];
+        let up = [2.0; 6];
+        let got = geglu(&gate, &up);
+        assert_eq!(got[0], 0.0);
+        assert_eq!(got[2], 0.0);
+        assert_eq!(got[5], 22.0);
+        for i in 1..5 {
+            // The table's value: GELU of the f16 input, rounded to f16.
+            let x = f16::from_f32(gate[i]).to_f32();
+            let want = f16::from_f32(gelu_f32(x)).to_f32() * 2.0;
+            assert_eq!(got[i], want, "gate {}", gate[i]);
+            // And close to GELU itself.
+            assert!((got[i] - gelu_f32(gate[i]) * 2.0).abs() < 1e-2);
+        }
+    }
 
     #[test]
     fn ggml_expf_is_close_to_exp() {

@@ -18,9 +18,9 @@ use super::transformers::TransformersModel;
 
 /// Which forward pass runs a model.
 pub(crate) enum Forward {
-    /// lcode's own (`llama`, `qwen2`), with the prefix cache.
-    Own(Model),
-    /// candle-transformers' (`gemma3`, `qwen3`, `phi3`), without prefix reuse.
+    /// lcode's own (`llama`, `qwen2`, `gemma3`), with the prefix cache.
+    Own(Box<Model>),
+    /// candle-transformers' (`qwen3`, `phi3`), without prefix reuse.
     Transformers(Box<TransformersModel>),
 }
 
@@ -113,9 +113,9 @@ pub(crate) fn load_model(
         ))
     };
     let forward = if hp.own_forward() {
-        Forward::Own(
+        Forward::Own(Box::new(
             Model::load(&mut gguf, hp.clone(), ctx).map_err(|e| unreadable(e.to_string()))?,
-        )
+        ))
     } else {
         let model = TransformersModel::load(&mut gguf, &hp.arch).map_err(|e| match e {
             EngineError::Unsupported(_) => e,

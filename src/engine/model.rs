@@ -1,9 +1,14 @@
-//! The decoder-only transformer of the `llama` and `qwen2` GGUF architectures, one
-//! forward function read top to bottom, over an explicit `KvCache` owned by the caller.
+//! The decoder-only transformer of the `llama`, `qwen2` and `gemma3` GGUF
+//! architectures, one forward function read top to bottom, over an explicit `KvCache`
+//! owned by the caller.
 //!
-//! The two differ only in that qwen2 has biases on q, k and v and rotates with the
-//! NEOX layout (halves), where llama GGUFs use interleaved pairs (llama.cpp's converter
-//! permutes llama's q and k weights for that).
+//! qwen2 differs from llama in biases on q, k and v and in rotating with the NEOX
+//! layout (halves), where llama GGUFs use interleaved pairs (llama.cpp's converter
+//! permutes llama's q and k weights for that). gemma3 rotates as NEOX too, and adds:
+//! the embedding scaled by sqrt(n_embd), RMS norms of each head's q and k, norms after
+//! attention and after the MLP (before each residual add), GELU instead of SiLU in the
+//! gated MLP, and local layers that see a sliding window of keys with a RoPE base of
+//! their own. Its tied output reads the unscaled embedding.
 
 use std::sync::Arc;
 
@@ -79,8 +84,18 @@ fn own_matrix(gguf: &GgufFile, name: &str) -> Option<QMatrix> {
     QMatrix::new(kind, n, k, bytes).ok()
 }
 
+/// Gemma's extra weights per layer: per-head q and k norms (head_dim), and the norms
+/// after attention and after the MLP (n_embd).
+struct GemmaNorms {
+    q: Vec<f32>,
+    k: Vec<f32>,
+    post_attn: Vec<f32>,
+    post_ffn: Vec<f32>,
+}
+
 struct Layer {
     attn_norm: Vec<f32>,
+    gemma: Option<GemmaNorms>,
     q: Linear,
     k: Linear,
     v: Linear,
@@ -104,6 +119,8 @@ pub struct Model {
     /// (max_positions, head_dim / 2), ggml's arithmetic.
     cos: Vec<f32>,
     sin: Vec<f32>,
+    /// The local layers' tables (Gemma's sliding-window layers), same layout.
+    local_rope: Option<(Vec<f32>, Vec<f32>)>,
     neox_rope: bool,
     /// Positions the RoPE tables and the caches are sized for: the working context.
     pub max_positions: usize,
@@ -138,6 +155,7 @@ impl Model {
         };
         let output = Self::linear(gguf, output_name)?;
         let is_qwen2 = hp.arch == "qwen2";
+        let is_gemma = hp.arch == "gemma3";
         let mut layers = Vec::with_capacity(hp.n_layer);
         for i in 0..hp.n_layer {
             let p = format!("blk.{i}");
@@ -163,8 +181,19 @@ impl Model {
             } else {
                 None
             };
+            let gemma = if is_gemma {
+                Some(GemmaNorms {
+                    q: vec("attn_q_norm.weight")?.to_vec1::<f32>()?,
+                    k: vec("attn_k_norm.weight")?.to_vec1::<f32>()?,
+                    post_attn: vec("post_attention_norm.weight")?.to_vec1::<f32>()?,
+                    post_ffn: vec("post_ffw_norm.weight")?.to_vec1::<f32>()?,
+                })
+            } else {
+                None
+            };
             layers.push(Layer {
                 attn_norm: vec("attn_norm.weight")?.to_vec1::<f32>()?,
+                gemma,
                 ffn_norm: vec("ffn_norm.weight")?.to_vec1::<f32>()?,
                 q,
                 k,
@@ -177,8 +206,12 @@ impl Model {
             });
         }
         let (cos, sin) = kernels::rope_tables(hp.head_dim, max_positions, hp.rope_theta);
+        let local_rope = hp
+            .sliding
+            .map(|w| kernels::rope_tables(hp.head_dim, max_positions, w.rope_theta));
         Ok(Self {
-            neox_rope: is_qwen2,
+            neox_rope: is_qwen2 || is_gemma,
+            local_rope,
             hp,
             embedding,
             layers,
@@ -238,6 +271,9 @@ impl Model {
         let (n_head, n_kv, hd) = (hp.n_head, hp.n_head_kv, hp.head_dim);
         // (seq, n_embd)
         let mut x = self.embedding.lookup(tokens)?;
+        if hp.arch == "gemma3" {
+            x = (x * (hp.n_embd as f64).sqrt())?;
+        }
 
         for (li, l) in self.layers.iter().enumerate() {
             let residual = x.clone();
@@ -248,13 +284,25 @@ impl Model {
                 k = k.broadcast_add(bk)?;
                 v = v.broadcast_add(bv)?;
             }
-            // RoPE in place on (seq, heads * hd).
-            let rotate = |t: Tensor, n: usize| -> Result<Vec<f32>> {
+            let local = hp.sliding.filter(|w| w.is_local(li));
+            let (cos, sin) = match (&local, &self.local_rope) {
+                (Some(_), Some((c, s))) => (c, s),
+                _ => (&self.cos, &self.sin),
+            };
+            // Gemma's per-head norms, then RoPE, in place on (seq, heads * hd).
+            let rotate = |t: Tensor, n: usize, norm: Option<&Vec<f32>>| -> Result<Vec<f32>> {
                 let mut xs = t.flatten_all()?.to_vec1::<f32>()?;
-                kernels::rope(&mut xs, n, hd, pos, &self.cos, &self.sin, self.neox_rope);
+                if let Some(w) = norm {
+                    xs = kernels::rms_norm(&xs, hd, w, hp.rms_eps as f32);
+                }
+                kernels::rope(&mut xs, n, hd, pos, cos, sin, self.neox_rope);
                 Ok(xs)
             };
-            let (q, k) = (rotate(q, n_head)?, rotate(k, n_kv)?);
+            let norms = l.gemma.as_ref();
+            let (q, k) = (
+                rotate(q, n_head, norms.map(|g| &g.q))?,
+                rotate(k, n_kv, norms.map(|g| &g.k))?,
+            );
             // (seq, heads * hd) -> (heads, seq, hd): the layouts the kernel and cache use.
             let heads = |t: Tensor, n: usize| -> Result<Tensor> {
                 t.reshape((seq, n, hd))?.transpose(0, 1)?.contiguous()
@@ -274,6 +322,7 @@ impl Model {
                 seq,
                 pos,
                 capacity: cache.capacity(),
+                window: local.map(|w| w.window),
             };
             // (seq, n_head * hd), llama.cpp's path for this many query rows. A row that
             // sees `F32_MIN_KEYS` keys or more takes the plain f32 path; the choice is
@@ -310,16 +359,28 @@ impl Model {
                 }
             })?;
             let y = Tensor::from_vec(y, (seq, n_head * hd), &Device::Cpu)?;
-            x = (l.o.forward(&y)? + residual)?;
+            let mut attn = l.o.forward(&y)?;
+            if let Some(g) = norms {
+                attn = rms_norm(&attn, &g.post_attn, hp.rms_eps)?;
+            }
+            x = (attn + residual)?;
             let residual = x.clone();
             let h = rms_norm(&x, &l.ffn_norm, hp.rms_eps)?;
             let (gate, up) = (l.gate.forward(&h)?, l.up.forward(&h)?);
-            let act = kernels::swiglu(
-                &gate.flatten_all()?.to_vec1::<f32>()?,
-                &up.flatten_all()?.to_vec1::<f32>()?,
+            let (gate_v, up_v) = (
+                gate.flatten_all()?.to_vec1::<f32>()?,
+                up.flatten_all()?.to_vec1::<f32>()?,
             );
+            let act = match norms {
+                Some(_) => kernels::geglu(&gate_v, &up_v),
+                None => kernels::swiglu(&gate_v, &up_v),
+            };
             let act = Tensor::from_vec(act, gate.shape(), &Device::Cpu)?;
-            x = (l.down.forward(&act)? + residual)?;
+            let mut mlp = l.down.forward(&act)?;
+            if let Some(g) = norms {
+                mlp = rms_norm(&mlp, &g.post_ffn, hp.rms_eps)?;
+            }
+            x = (mlp + residual)?;
         }
         cache.tokens.extend_from_slice(tokens);
 

@@ -194,6 +194,7 @@ impl Remote {
                 rms_eps: 0.0,
                 rope_theta: 0.0,
                 n_ctx_train: ctx,
+                sliding: None,
             },
             file_size: 0,
             ctx,

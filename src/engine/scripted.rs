@@ -109,6 +109,7 @@ pub fn model_info(label: &str) -> ModelInfo {
             rms_eps: 1e-6,
             rope_theta: 1e4,
             n_ctx_train: 32768,
+            sliding: None,
         },
         file_size: 0,
         ctx: super::DEFAULT_CTX,

@@ -167,9 +167,8 @@ impl Spm {
                 Some(&id) => out.push(id),
                 None => {
                     for b in piece.bytes() {
-                        match self.byte_tokens[b as usize].or(self.unknown) {
-                            Some(id) => out.push(id),
-                            None => {}
+                        if let Some(id) = self.byte_tokens[b as usize].or(self.unknown) {
+                            out.push(id);
                         }
                     }
                 }

@@ -1,18 +1,19 @@
-//! Architectures the own forward pass does not run (`gemma3`, `qwen3`, `phi3`), through
+//! Architectures the own forward pass does not run (`qwen3`, `phi3`), through
 //! candle-transformers' quantized models, behind the same engine thread and events.
 //!
 //! Those models keep their KV cache inside and cannot truncate it, so the prefix cache
 //! reuses nothing for them (`ModelInfo::prefix_cache` is false and the status panel says
 //! so): every request starts over at position 0, which resets the cache.
 //!
-//! Known difference: candle-transformers 0.11's `quantized_gemma3` gates its MLP with
-//! SiLU where Gemma (and llama.cpp) use GELU, so its greedy text is fluent but not
-//! llama.cpp's token for token.
+//! Gemma 3 runs on the own forward pass instead: candle-transformers 0.11's
+//! `quantized_gemma3` gates its MLP with SiLU where Gemma uses GELU (its text drifts
+//! into noise within a few hundred tokens), builds RoPE tables of 131,072 positions per
+//! layer (2.4 GB for the 270M model), and masks a later prefill chunk wrongly.
 
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
-use candle_transformers::models::{quantized_gemma3, quantized_phi3, quantized_qwen3};
+use candle_transformers::models::{quantized_phi3, quantized_qwen3};
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::api::{CancelToken, EngineError, EngineEvent, GenerateRequest, ModelInfo, StopReason};
@@ -22,7 +23,6 @@ use super::stats::{self, GenStats};
 use super::thread::TokenOut;
 
 pub(crate) enum TransformersModel {
-    Gemma3(quantized_gemma3::ModelWeights),
     Qwen3(quantized_qwen3::ModelWeights),
     Phi3(quantized_phi3::ModelWeights),
 }
@@ -40,9 +40,6 @@ impl TransformersModel {
         let content = candle_core::quantized::gguf_file::Content::read(&mut gguf.reader)?;
         let reader = &mut gguf.reader;
         Ok(match arch {
-            "gemma3" => Self::Gemma3(quantized_gemma3::ModelWeights::from_gguf(
-                content, reader, &device,
-            )?),
             "qwen3" => Self::Qwen3(quantized_qwen3::ModelWeights::from_gguf(
                 content, reader, &device,
             )?),
@@ -66,7 +63,6 @@ impl TransformersModel {
             }
         }
         let logits = match self {
-            Self::Gemma3(m) => m.forward(&input, pos)?,
             Self::Qwen3(m) => m.forward(&input, pos)?,
             Self::Phi3(m) => m.forward(&input, pos)?,
         }; // (1, n_vocab)
@@ -102,9 +98,8 @@ pub(crate) fn generate(
         return Ok(());
     }
     // One forward for the whole prompt: these models build a correct causal mask only
-    // for a sequence that starts at position 0 (in candle-transformers 0.11, gemma3
-    // masks out the cached positions of a later chunk, and phi3 sizes its mask to the
-    // chunk alone), so the prefill cannot go in steps.
+    // for a sequence that starts at position 0 (in candle-transformers 0.11, phi3 sizes
+    // its mask to the chunk alone), so the prefill cannot go in steps.
     let mut logits = model.forward(prompt, 0)?;
     let _ = events.send(EngineEvent::Prefill {
         done: prompt.len(),

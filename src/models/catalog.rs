@@ -32,16 +32,28 @@ pub struct Tier {
 #[derive(Debug, Deserialize)]
 struct CatalogFile {
     tier: Vec<Tier>,
+    /// Models that are no tier: no hotkey, never the default.
+    #[serde(default)]
+    extra: Vec<Tier>,
+}
+
+fn catalog() -> CatalogFile {
+    toml::from_str::<CatalogFile>(CATALOG_TOML).expect("catalog.toml is valid (checked by a test)")
 }
 
 pub fn tiers() -> Vec<Tier> {
-    toml::from_str::<CatalogFile>(CATALOG_TOML)
-        .expect("catalog.toml is valid (checked by a test)")
-        .tier
+    catalog().tier
 }
 
+/// The catalog's models that are no tier.
+pub fn extras() -> Vec<Tier> {
+    catalog().extra
+}
+
+/// A tier or an extra model of the catalog, by name.
 pub fn tier(name: &str) -> Option<Tier> {
-    tiers().into_iter().find(|t| t.name == name)
+    let c = catalog();
+    c.tier.into_iter().chain(c.extra).find(|t| t.name == name)
 }
 
 pub fn tier_names() -> Vec<String> {
@@ -102,5 +114,8 @@ mod tests {
             assert!(t.file.ends_with(".gguf"));
         }
         assert_eq!(tier("quality").unwrap().parts.len(), 22);
+        let extra = tier("gemma3-270m").expect("an extra entry is found by name");
+        assert!(!tier_names().contains(&extra.name), "an extra is no tier");
+        assert_eq!(extras().len(), 1);
     }
 }

@@ -38,6 +38,8 @@ pub struct Status {
     pub model_name: String,
     /// The server the model runs on, when not in-process.
     pub endpoint: Option<String>,
+    /// The model's architecture runs without the prefix cache.
+    pub prefix_cache_off: bool,
     pub sandbox: bool,
 }
 
@@ -120,6 +122,7 @@ impl App {
                 context_size,
                 rss_mb,
                 endpoint,
+                prefix_cache,
             } => {
                 if self.status.model != model && !self.status.model.is_empty() {
                     self.notice(format!("now answering with {model}"));
@@ -130,6 +133,7 @@ impl App {
                 self.status.model_name = name;
                 self.status.model = model;
                 self.status.endpoint = endpoint;
+                self.status.prefix_cache_off = !prefix_cache;
             }
             Event::EditProposed { files } => {
                 let total: usize = files.iter().map(|f| f.hunks.len()).sum();

@@ -89,15 +89,19 @@ impl App {
             row("ttft", fig(st.ttft_ms, 0), "ms"),
             row("prefill", fig(st.prefill_tps, 1), "tok/s"),
             row("decode", fig(st.decode_tps, 1), "tok/s"),
-            row(
-                "cached",
-                if st.reused_tokens > 0 {
-                    st.reused_tokens.to_string()
-                } else {
-                    "—".into()
-                },
-                "tokens",
-            ),
+            if self.status.prefix_cache_off {
+                row("cached", "off for this architecture".into(), "")
+            } else {
+                row(
+                    "cached",
+                    if st.reused_tokens > 0 {
+                        st.reused_tokens.to_string()
+                    } else {
+                        "—".into()
+                    },
+                    "tokens",
+                )
+            },
             Line::from(vec![
                 Span::styled(format!("{:<9}", "context"), t.muted),
                 Span::styled("█".repeat(filled), t.status),
@@ -156,14 +160,16 @@ impl App {
             ]),
             Line::from(Span::styled(
                 format!(
-                    " ttft {} ms · prefill {} tok/s · decode {} tok/s · cached {} tokens",
+                    " ttft {} ms · prefill {} tok/s · decode {} tok/s · cached {}",
                     fig(st.ttft_ms, 0),
                     fig(st.prefill_tps, 1),
                     fig(st.decode_tps, 1),
-                    if st.reused_tokens > 0 {
-                        st.reused_tokens.to_string()
+                    if self.status.prefix_cache_off {
+                        "off for this architecture".to_string()
+                    } else if st.reused_tokens > 0 {
+                        format!("{} tokens", st.reused_tokens)
                     } else {
-                        "—".into()
+                        "— tokens".into()
                     },
                 ),
                 t.muted,

@@ -29,6 +29,9 @@ pub struct AttnShape {
     pub pos: usize,
     /// Positions allocated per KV head in the cache buffers.
     pub capacity: usize,
+    /// A sliding window (Gemma's local layers): the row at position p sees only the
+    /// keys of positions p - window + 1 ..= p. None: every earlier key.
+    pub window: Option<usize>,
 }
 
 impl AttnShape {
@@ -40,6 +43,11 @@ impl AttnShape {
     /// The softmax scale, 1 / sqrt(head_dim), in f32 as llama.cpp computes it.
     fn scale(&self) -> f32 {
         1.0 / (self.head_dim as f32).sqrt()
+    }
+
+    /// The first key the query at position `p` sees.
+    fn first_key(&self, p: usize) -> usize {
+        self.window.map_or(0, |w| (p + 1).saturating_sub(w))
     }
 }
 
@@ -61,8 +69,16 @@ pub fn attention_online_f16(q: &[f32], k: &[f16], v: &[f16], s: AttnShape) -> Ve
         let (i, h) = (task / n_head, task % n_head);
         let kv = h / n_rep;
         let q_row = &q[(h * seq + i) * hd..(h * seq + i + 1) * hd];
-        let base = kv * capacity * hd;
-        online_row(q_row, &k[base..], &v[base..], pos + i + 1, scale, dst);
+        let first = s.first_key(pos + i) * hd;
+        let base = kv * capacity * hd + first;
+        online_row(
+            q_row,
+            &k[base..],
+            &v[base..],
+            pos + i + 1 - first / hd,
+            scale,
+            dst,
+        );
     });
     out
 }
@@ -265,8 +281,9 @@ fn f32_group_impl(q: &[f32], k: &[f16], v: &[f16], s: AttnShape, g: usize) -> Ve
     v[base..base + total * hd].convert_to_f32_slice(&mut vf);
     // The group's query heads are consecutive: rows (r, i) in order, (n_rep * seq, hd).
     let qg = &q[g * rows * hd..(g + 1) * rows * hd];
-    // Row (r, i) sees keys 0..pos + i + 1.
+    // Row (r, i) sees keys first..pos + i + 1.
     let visible = |row: usize| pos + row % seq + 1;
+    let first = |row: usize| s.first_key(pos + row % seq);
     // The rows transposed and padded to 16: (hd, padded), so that the scores of 16 rows
     // against one key are one vector (no per-score horizontal sums).
     let padded = rows.next_multiple_of(16);
@@ -280,13 +297,13 @@ fn f32_group_impl(q: &[f32], k: &[f16], v: &[f16], s: AttnShape, g: usize) -> Ve
     vertical_scores(&qt, padded, &kf, hd, &mut raw);
     let mut scores = vec![0f32; rows * total];
     for row in 0..rows {
-        for j in 0..visible(row) {
+        for j in first(row)..visible(row) {
             scores[row * total + j] = raw[j * padded + row] * scale;
         }
     }
     let mut inv = vec![0f32; rows];
     for (row, inv) in inv.iter_mut().enumerate() {
-        let sc = &mut scores[row * total..row * total + visible(row)];
+        let sc = &mut scores[row * total + first(row)..row * total + visible(row)];
         let max = sc.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
         let mut sum = 0f32;
         for x in sc.iter_mut() {
@@ -300,7 +317,7 @@ fn f32_group_impl(q: &[f32], k: &[f16], v: &[f16], s: AttnShape, g: usize) -> Ve
         let j1 = (j0 + F32_KEY_BLOCK).min(total);
         for row in 0..rows {
             let acc = &mut out[row * hd..(row + 1) * hd];
-            for j in j0..j1.min(visible(row)) {
+            for j in j0.max(first(row))..j1.min(visible(row)) {
                 let p = scores[row * total + j];
                 for (a, &x) in acc.iter_mut().zip(&vf[j * hd..(j + 1) * hd]) {
                     *a = p.mul_add(x, *a);
@@ -470,6 +487,10 @@ fn tiled_head_impl(q: &[f32], k: &[f16], v: &[f16], s: AttnShape, h: usize) -> V
         // Rows that see none of this tile skip it.
         let first_row = t0.saturating_sub(pos);
         for i in first_row..seq {
+            let first = s.first_key(pos + i);
+            if first >= t0 + n_keys {
+                continue;
+            }
             let qr = &q[(h * seq + i) * hd..(h * seq + i + 1) * hd];
             kq.fill(0.0);
             for d in 0..hd {
@@ -480,8 +501,9 @@ fn tiled_head_impl(q: &[f32], k: &[f16], v: &[f16], s: AttnShape, h: usize) -> V
                 }
             }
             let visible = (pos + i + 1 - t0).min(KV_TILE);
+            let hidden = first.saturating_sub(t0);
             for (tk, o) in kq.iter_mut().enumerate() {
-                *o = if tk < visible {
+                *o = if tk < visible && tk >= hidden {
                     *o * scale
                 } else {
                     f32::NEG_INFINITY

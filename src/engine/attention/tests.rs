@@ -39,7 +39,8 @@ fn reference(q: &[f32], k: &[f16], v: &[f16], s: AttnShape) -> Vec<f32> {
         for h in 0..s.n_head {
             let kv = h / (s.n_head / s.n_kv_head);
             let qr = &q[(h * s.seq + i) * hd..][..hd];
-            let scores: Vec<f64> = (0..=s.pos + i)
+            let first = s.first_key(s.pos + i);
+            let scores: Vec<f64> = (first..=s.pos + i)
                 .map(|ic| {
                     let kr = &k[(kv * s.capacity + ic) * hd..][..hd];
                     kr.iter()
@@ -56,7 +57,7 @@ fn reference(q: &[f32], k: &[f16], v: &[f16], s: AttnShape) -> Vec<f32> {
                 let y: f64 = w
                     .iter()
                     .enumerate()
-                    .map(|(ic, wi)| wi * v[(kv * s.capacity + ic) * hd + d].to_f64())
+                    .map(|(ic, wi)| wi * v[(kv * s.capacity + first + ic) * hd + d].to_f64())
                     .sum();
                 out[(i * s.n_head + h) * hd + d] = (y / z) as f32;
             }
@@ -77,6 +78,7 @@ fn the_tiled_path_rounds_alike_at_every_vector_width() {
         seq: 100,
         pos: 37,
         capacity: 160,
+        window: None,
     };
     let (q, k, v) = wave_inputs(s);
     for h in 0..s.n_head {
@@ -100,6 +102,7 @@ fn the_f32_path_gives_each_row_the_same_bits_alone_or_batched() {
         seq: 9,
         pos: 600,
         capacity: 640,
+        window: None,
     };
     let (q, k, v) = wave_inputs(s);
     let batched = attention_f32(&q, &k, &v, s);
@@ -168,6 +171,7 @@ fn the_f32_path_matches_plain_softmax_attention() {
         seq: 3,
         pos: 5,
         capacity: 12,
+        window: None,
     };
     let (q, k, v) = wave_inputs(s);
     let want = reference(&q, &k, &v, s);
@@ -187,6 +191,7 @@ fn matches_plain_softmax_attention_with_grouped_heads_and_causality() {
         seq: 70,
         pos: 5,
         capacity: 80,
+        window: None,
     };
     let (q, k, v) = wave_inputs(s);
     let want = reference(&q, &k, &v, s);
@@ -197,5 +202,46 @@ fn matches_plain_softmax_attention_with_grouped_heads_and_causality() {
         for (a, b) in got.iter().zip(&want) {
             assert!((a - b).abs() < 5e-3, "{a} vs {b}");
         }
+    }
+}
+
+/// A sliding window hides the keys older than it, in every path: each matches the
+/// plain reference that scores only the window.
+#[test]
+fn a_sliding_window_hides_older_keys_in_every_path() {
+    for (seq, pos) in [(1, 40), (9, 30), (70, 20)] {
+        let s = AttnShape {
+            n_head: 4,
+            n_kv_head: 1,
+            head_dim: 32,
+            seq,
+            pos,
+            capacity: 128,
+            window: Some(16),
+        };
+        let (q, k, v) = wave_inputs(s);
+        let want = reference(&q, &k, &v, s);
+        let full = reference(&q, &k, &v, AttnShape { window: None, ..s });
+        type Path = fn(&[f32], &[f16], &[f16], AttnShape) -> Vec<f32>;
+        let paths: [(&str, Path); 3] = [
+            ("online_f16", attention_online_f16),
+            ("f32", attention_f32),
+            ("tiled", attention_tiled),
+        ];
+        for (name, path) in paths {
+            let got = path(&q, &k, &v, s);
+            let err = got
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(err < 2e-2, "{name} seq {seq}: off by {err}");
+        }
+        let moved = full
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(moved > 1e-3, "the window changed nothing at seq {seq}");
     }
 }
