@@ -47,8 +47,14 @@ fn models_lists_tiers_and_the_three_discovery_layouts() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    let tiers: Vec<&str> = rows.iter().filter_map(|r| r["tier"].as_str()).collect();
-    assert_eq!(tiers, vec!["tiny", "fast", "quality"]);
+    let named = |extra: bool| -> Vec<&str> {
+        rows.iter()
+            .filter(|r| r["extra"] == extra)
+            .filter_map(|r| r["tier"].as_str())
+            .collect()
+    };
+    assert_eq!(named(false), vec!["tiny", "fast", "quality"]);
+    assert_eq!(named(true), vec!["gemma3-270m"]);
     assert!(rows
         .iter()
         .filter(|r| r["tier"].is_string())
