@@ -67,8 +67,11 @@ pub(super) fn run(config: &Config, args: BenchArgs) -> Result<ExitCode> {
     });
     let info = engine.load_blocking(source)?;
     eprintln!(
-        "loaded {} in {:.0} ms ({} threads)",
-        info.name, info.load_ms, threads
+        "loaded {} in {:.0} ms ({} threads, kernels {})",
+        info.name,
+        info.load_ms,
+        threads,
+        crate::engine::quant::kernels_name()
     );
     if let Some(lines) = args.rewrite {
         let row = rewrite(&engine, lines, 4096)?;
@@ -140,6 +143,9 @@ pub struct BenchRow {
     pub rss_mb: f64,
     pub kv_mb: f64,
     pub threads: usize,
+    /// The kernel set that ran (`LCODE_ISA` forces one): `avx512+vnni`, `avx2`,
+    /// `neon+dotprod`, `scalar`, `+amx` where prompt chunks use the tiles.
+    pub kernels: String,
 }
 
 /// Positions one depth needs: the prompt, the warm extension, and the decode run.
@@ -187,6 +193,7 @@ pub fn run_depth(
         rss_mb: crate::engine::stats::peak_rss_mb(),
         kv_mb: decode.stats.kv_bytes as f64 / (1024.0 * 1024.0),
         threads,
+        kernels: crate::engine::quant::kernels_name(),
     })
 }
 

@@ -19,12 +19,14 @@ use super::load::{load_model, Forward, LoadedModel};
 use super::model::Logits;
 use super::model::Model;
 use super::prefix_cache::PrefixCache;
+#[cfg(target_arch = "x86_64")]
+use super::quant;
 use super::sampler::{self, Sampler};
 use super::snapshots::{self, Snapshots};
 use super::stats::{self, GenStats};
 use super::tokenizer::Utf8Stream;
 use super::transformers;
-use super::{attention, quant, speculation};
+use super::{attention, speculation};
 
 /// Prompt tokens evaluated per step of prefill: cancellation and progress are checked
 /// between steps.

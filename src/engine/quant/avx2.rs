@@ -5,12 +5,15 @@
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
-use super::{BlockQ8K, BlockQ8_0, BlockQ8_1, WeightType};
+#[cfg(target_arch = "x86_64")]
+use super::WeightType;
+use super::{BlockQ8K, BlockQ8_0, BlockQ8_1};
 
 /// How far ahead of the block in hand the kernels ask for weight bytes. Decoding streams
 /// every weight once per token, and the hardware prefetcher alone left the loads
 /// waiting: quality-tier decode (2 threads) 12.0 tok/s without, 14.0 at 512 bytes
 /// ahead, 15.0 at 1024, 15.4-15.9 at 2048, 15.4 at 3072, 14.7 at 4096, 13.1 at 6144.
+#[cfg(target_arch = "x86_64")]
 const PREFETCH_AHEAD: usize = 2048;
 
 /// Whether the CPU also has AVX-VNNI, for the `vnni` kernels.

@@ -23,6 +23,7 @@ mod amx;
 #[cfg(target_arch = "x86_64")]
 pub use amx::REORDERED_MIN_ROWS;
 mod avx2;
+mod neon;
 pub mod scalar;
 
 use std::ops::Deref;
@@ -140,24 +141,38 @@ pub struct BlockQ8K {
     pub bsums: [i16; QK_K / 16],
 }
 
-/// Which kernels run: chosen once per process from the CPU, `LCODE_KERNELS=scalar`
-/// forcing the portable ones (for comparisons and on CPUs without AVX2).
+/// Which kernels run: chosen once per process from the CPU. `LCODE_ISA` forces a set
+/// (for comparisons): `scalar`, `avx2` (plain AVX2: no VNNI, no AVX-512), `avx512`
+/// (the widest the CPU has, the default), `neon`. `LCODE_KERNELS` is its older name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Isa {
     Scalar,
     Avx2,
     /// AVX2 with AVX-VNNI's integer multiply-adds (bit-identical results, fewer
-    /// instructions); `LCODE_KERNELS=avx2` keeps to plain AVX2.
+    /// instructions); `LCODE_ISA=avx2` keeps to plain AVX2.
     AvxVnni,
+    /// arm64 NEON with the dot-product extension (`neon.rs`).
+    Neon,
+}
+
+/// The kernel set `LCODE_ISA` (or `LCODE_KERNELS`) asks for, if any.
+fn forced_isa() -> Option<String> {
+    std::env::var("LCODE_ISA")
+        .or_else(|_| std::env::var("LCODE_KERNELS"))
+        .ok()
+        .filter(|v| !v.is_empty())
 }
 
 pub fn isa() -> Isa {
     static ISA: OnceLock<Isa> = OnceLock::new();
     *ISA.get_or_init(|| {
-        if std::env::var("LCODE_KERNELS").as_deref() == Ok("scalar") {
+        let forced = forced_isa();
+        if forced.as_deref() == Some("scalar") {
             return Isa::Scalar;
         }
-        if avx2::vnni_available() && std::env::var("LCODE_KERNELS").as_deref() != Ok("avx2") {
+        if neon::available() {
+            Isa::Neon
+        } else if avx2::vnni_available() && forced.as_deref() != Some("avx2") {
             Isa::AvxVnni
         } else if avx2::available() {
             Isa::Avx2
@@ -165,6 +180,28 @@ pub fn isa() -> Isa {
             Isa::Scalar
         }
     })
+}
+
+/// The kernel set in use, as `lcode bench --json` reports it (`"kernels"`): e.g.
+/// `avx512+vnni`, `avx2`, `neon+dotprod`, `scalar`, with `+amx` where prompt chunks go
+/// to the tiles.
+pub fn kernels_name() -> String {
+    let mut name = match isa() {
+        Isa::Scalar => "scalar".to_string(),
+        Isa::Neon => "neon+dotprod".to_string(),
+        Isa::Avx2 | Isa::AvxVnni => {
+            let mut n = if wide_vectors() { "avx512" } else { "avx2" }.to_string();
+            if isa() == Isa::AvxVnni {
+                n.push_str("+vnni");
+            }
+            n
+        }
+    };
+    #[cfg(target_arch = "x86_64")]
+    if isa() != Isa::Scalar && amx::available() {
+        name.push_str("+amx");
+    }
+    name
 }
 
 /// Whether the elementwise kernels may use AVX-512 (F, BW, VL) besides the AVX2 set:
@@ -176,7 +213,7 @@ pub fn wide_vectors() -> bool {
         #[cfg(target_arch = "x86_64")]
         {
             isa() != Isa::Scalar
-                && std::env::var("LCODE_KERNELS").as_deref() != Ok("avx2")
+                && forced_isa().as_deref() != Some("avx2")
                 && is_x86_feature_detected!("avx512f")
                 && is_x86_feature_detected!("avx512bw")
                 && is_x86_feature_detected!("avx512vl")
@@ -408,6 +445,11 @@ impl QMatrix {
                 match isa {
                     Isa::Scalar => Dot {
                         one: scalar::$one,
+                        four: None,
+                        rows: None,
+                    },
+                    Isa::Neon => Dot {
+                        one: neon::$one,
                         four: None,
                         rows: None,
                     },

@@ -553,3 +553,36 @@ fn amx_q6_k_equals_the_superblock_order_bit_for_bit() {
         }
     }
 }
+
+/// The arm64 kernels give the scalar twins' bits for every format, at the catalog's
+/// row lengths (the fast tier's 896 is no multiple of 256: 32-value formats only).
+#[cfg(target_arch = "aarch64")]
+#[test]
+fn neon_equals_scalar_bit_for_bit() {
+    assert!(
+        neon::available(),
+        "this test needs NEON with the dot-product extension (FEAT_DotProd; under qemu: -cpu max)"
+    );
+    assert_eq!(isa(), Isa::Neon);
+    let mut rng = StdRng::seed_from_u64(11);
+    for round in 0..20 {
+        let k = if round % 2 == 0 { 2 * QK_K } else { 896 };
+        let x = random_activations(k, &mut rng);
+        let (x0, x1, xk) = (quantize_q8_0(&x), quantize_q8_1(&x), quantize_q8_k(&x));
+        let w = |kind| random_blocks(kind, k / WeightType::block_values(kind), &mut rng.clone());
+        let eq =
+            |a: f32, b: f32, what: &str| assert_eq!(a.to_bits(), b.to_bits(), "{what}: {a} vs {b}");
+        let q = w(WeightType::Q8_0);
+        eq(neon::dot_q8_0(&q, &x0), scalar::dot_q8_0(&q, &x0), "q8_0");
+        let q = w(WeightType::Q5_0);
+        eq(neon::dot_q5_0(&q, &x0), scalar::dot_q5_0(&q, &x0), "q5_0");
+        let q = w(WeightType::Q4_1);
+        eq(neon::dot_q4_1(&q, &x1), scalar::dot_q4_1(&q, &x1), "q4_1");
+        if k % QK_K == 0 {
+            let q = w(WeightType::Q4K);
+            eq(neon::dot_q4_k(&q, &xk), scalar::dot_q4_k(&q, &xk), "q4_k");
+            let q = w(WeightType::Q6K);
+            eq(neon::dot_q6_k(&q, &xk), scalar::dot_q6_k(&q, &xk), "q6_k");
+        }
+    }
+}
