@@ -90,6 +90,10 @@ fn an_unsupported_architecture_is_named() {
         err.contains("architecture `mamba` is not supported"),
         "{err}"
     );
+    // The ones that run, both paths', are named.
+    for arch in ["llama", "qwen2", "gemma3", "qwen3", "phi3"] {
+        assert!(err.contains(arch), "{arch} missing from: {err}");
+    }
 }
 
 #[test]
