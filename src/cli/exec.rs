@@ -77,13 +77,7 @@ pub(super) fn run(config: &Config, args: ExecArgs) -> Result<ExitCode> {
     let (engine, model) = if let Some((options, model)) = remote {
         (super::reach(options, &model)?, model)
     } else {
-        let model = if super::scripted() {
-            let label = args.model.model.clone().unwrap_or_else(|| "fast".into());
-            crate::engine::scripted::source(&label).map_err(anyhow::Error::msg)?
-        } else {
-            super::init_threads(&args.model, config);
-            super::model_source(&args.model, config)?
-        };
+        let model = super::in_process_model(&args.model, config)?;
         let engine = super::build_engine(EngineOptions {
             ctx: super::working_ctx(&args.model, config),
             prompt_snapshots: config.prompt_snapshots.unwrap_or(true),

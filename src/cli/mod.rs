@@ -210,6 +210,17 @@ pub(crate) fn model_source(opts: &ModelOpts, config: &Config) -> Result<ModelSou
     Ok(crate::models::resolve(&value)?)
 }
 
+/// The model a command runs in-process, its compute threads set: `--model`, else the
+/// config's, else the default tier; under the scripted engine any name (`fast` if none).
+pub(crate) fn in_process_model(opts: &ModelOpts, config: &Config) -> Result<ModelSource> {
+    if scripted() {
+        let label = opts.model.clone().unwrap_or_else(|| "fast".into());
+        return crate::engine::scripted::source(&label).map_err(anyhow::Error::msg);
+    }
+    init_threads(opts, config);
+    model_source(opts, config)
+}
+
 pub(crate) fn working_ctx(opts: &ModelOpts, config: &Config) -> usize {
     opts.ctx
         .or(config.ctx)

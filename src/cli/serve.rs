@@ -27,13 +27,7 @@ pub(crate) struct ServeArgs {
 
 pub(super) fn run(config: &Config, args: ServeArgs) -> Result<ExitCode> {
     let ctx = super::working_ctx(&args.model, config);
-    let source = if super::scripted() {
-        let label = args.model.model.clone().unwrap_or_else(|| "fast".into());
-        crate::engine::scripted::source(&label).map_err(anyhow::Error::msg)?
-    } else {
-        super::init_threads(&args.model, config);
-        super::model_source(&args.model, config)?
-    };
+    let source = super::in_process_model(&args.model, config)?;
     let engine = super::build_engine(EngineOptions {
         ctx,
         ..Default::default()
