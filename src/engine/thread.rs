@@ -180,6 +180,14 @@ impl Backend for EngineThread {
                 }
             }
         }
+        tracing::info!(
+            prompt = stats.prompt_tokens,
+            reused = stats.reused_tokens,
+            from_snapshot = stats.snapshot_tokens,
+            generated = stats.generated_tokens,
+            ttft_ms = stats.ttft_ms as u64,
+            "generation done"
+        );
         let _ = events.send(EngineEvent::Done {
             stop,
             text,
