@@ -16,19 +16,8 @@ struct Repo {
 
 impl Repo {
     fn new(files: &[(&str, &str)]) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        Command::new("git")
-            .args(["init", "-q"])
-            .current_dir(dir.path())
-            .status()
-            .unwrap();
-        for (p, body) in files {
-            let path = dir.path().join(p);
-            fs::create_dir_all(path.parent().unwrap()).unwrap();
-            fs::write(path, body).unwrap();
-        }
         Self {
-            dir,
+            dir: common::git_repo(files),
             data: tempfile::tempdir().unwrap(),
         }
     }

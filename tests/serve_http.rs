@@ -6,7 +6,7 @@ mod common;
 
 use std::fs;
 use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -293,19 +293,6 @@ fn a_client_that_disconnects_cancels_its_generation() {
     );
 }
 
-fn git_repo(files: &[(&str, &str)]) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    Command::new("git")
-        .args(["init", "-q"])
-        .current_dir(dir.path())
-        .status()
-        .unwrap();
-    for (p, body) in files {
-        fs::write(dir.path().join(p), body).unwrap();
-    }
-    dir
-}
-
 /// `lcode exec --json --endpoint` the server's URL; its events. Exit 2 (the step limit
 /// reached) counts as a run.
 fn exec_through(server: &Server, repo: &std::path::Path, args: &[&str]) -> Vec<Value> {
@@ -342,7 +329,7 @@ fn exec_through_an_endpoint_edits_the_repository() {
             "Done."
         ])),
     );
-    let repo = git_repo(&[("calc.py", "def add(a, b):\n    return a - b\n")]);
+    let repo = common::git_repo(&[("calc.py", "def add(a, b):\n    return a - b\n")]);
     let events = exec_through(
         &server,
         repo.path(),
@@ -361,7 +348,7 @@ fn exec_through_an_endpoint_edits_the_repository() {
 #[test]
 fn exec_through_an_endpoint_runs_the_real_tiny_model() {
     let server = Server::tiny(&[]);
-    let repo = git_repo(&[("app.py", "def f():\n    return 1\n")]);
+    let repo = common::git_repo(&[("app.py", "def f():\n    return 1\n")]);
     let events = exec_through(
         &server,
         repo.path(),
@@ -382,7 +369,7 @@ fn an_unreachable_endpoint_is_one_line_naming_the_url() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     drop(listener);
-    let repo = git_repo(&[("a.py", "x = 1\n")]);
+    let repo = common::git_repo(&[("a.py", "x = 1\n")]);
     let data = tempfile::tempdir().unwrap();
     let url = format!("http://127.0.0.1:{port}/v1");
     let out = common::lcode()
@@ -403,7 +390,7 @@ fn an_endpoint_key_comes_from_the_configured_variable_and_a_refused_one_is_one_l
         &["--model", "fast", "--api-key", "sekrit"],
         Some(json!(["x is 1."])),
     );
-    let repo = git_repo(&[("a.py", "x = 1\n")]);
+    let repo = common::git_repo(&[("a.py", "x = 1\n")]);
     let run = |config: Option<&str>, key: Option<&str>| {
         let data = tempfile::tempdir().unwrap();
         if let Some(config) = config {

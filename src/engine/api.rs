@@ -148,6 +148,15 @@ impl ModelInfo {
             .unwrap_or(text.len() / 3)
     }
 
+    /// Tokens of `messages` in a chat template, estimated for a model whose template is
+    /// not at hand: their text, plus a few for each turn's markers.
+    pub fn estimate_messages(&self, messages: &[ChatMessage]) -> usize {
+        messages
+            .iter()
+            .map(|m| self.count_tokens(&m.content) + 4)
+            .sum()
+    }
+
     /// The prompt for the assistant's reply to `messages`, the reply started with
     /// `start`, and its length in tokens: token ids from the model's own template and
     /// tokenizer, rendered and tokenized once here; for a remote model, the messages
@@ -162,7 +171,7 @@ impl ModelInfo {
             if !start.is_empty() {
                 all.push(ChatMessage::new("assistant", start));
             }
-            let len = all.iter().map(|m| self.count_tokens(&m.content) + 4).sum();
+            let len = self.estimate_messages(&all);
             return Ok((Prompt::Chat(all), len));
         }
         let text = self.render_chat(messages, true)? + start;

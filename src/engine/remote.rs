@@ -241,10 +241,7 @@ impl Backend for Remote {
             Prompt::Chat(messages) => (
                 "chat/completions",
                 json!({ "model": model, "messages": messages }),
-                messages
-                    .iter()
-                    .map(|m| info.count_tokens(&m.content) + 4)
-                    .sum::<usize>(),
+                info.estimate_messages(messages),
             ),
             Prompt::Raw(text) => (
                 "completions",

@@ -327,8 +327,7 @@ fn decode(
         && req.sampling.is_greedy()
         && (req.sampling.repeat_penalty - 1.0).abs() < f32::EPSILON;
     let mut history = prompt.to_vec();
-    let mut out = TokenOut::new(info, req, events);
-    let mut decode_start = Instant::now();
+    let mut out = TokenOut::new(info, req, events, start);
     // Accepted draft tokens: already in the KV cache, to be emitted in order.
     let mut ready: VecDeque<u32> = VecDeque::new();
     let mut window = speculation::DraftWindow::new(MAX_DRAFT);
@@ -338,19 +337,11 @@ fn decode(
         }
         let (token, in_cache) = match ready.pop_front() {
             Some(t) => (t, true),
-            None => {
-                let mut row = logits.to_vec1::<f32>()?;
-                if req.top_logprobs > 0 {
-                    let top = sampler::top_logprobs(&row, req.top_logprobs);
-                    let _ = events.send(EngineEvent::Candidates(top));
-                }
-                (sampler.sample(&mut row, &history), false)
-            }
+            None => (
+                out.sample(&mut sampler, &mut logits.to_vec1::<f32>()?, &history),
+                false,
+            ),
         };
-        if out.generated.is_empty() {
-            stats.ttft_ms = start.elapsed().as_secs_f64() * 1000.0;
-            decode_start = Instant::now();
-        }
         history.push(token);
         if let Some(stop) = out.push(token) {
             break stop;
@@ -394,17 +385,14 @@ fn decode(
         ready.extend(&draft[..accepted]);
         logits = rows.get(accepted)?;
     };
-    let (text, generated) = out.finish(stop);
-    if generated.len() > 1 {
-        stats.decode_tps =
-            (generated.len() - 1) as f64 / decode_start.elapsed().as_secs_f64().max(1e-9);
-    }
+    let (text, generated) = out.finish(stop, stats);
     Ok((stop, text, generated))
 }
 
 /// A reply's tokens as they come: their text out as `Token` events in whole UTF-8
-/// characters, the end of generation and stop strings noticed. Both forward paths
-/// (own and candle-transformers) emit through it.
+/// characters, the end of generation and stop strings noticed, the time to the first
+/// token and the decode speed measured. Both forward paths (own and
+/// candle-transformers) sample and emit through it.
 pub(crate) struct TokenOut<'a> {
     info: &'a ModelInfo,
     req: &'a GenerateRequest,
@@ -413,6 +401,9 @@ pub(crate) struct TokenOut<'a> {
     pub(crate) generated: Vec<u32>,
     text: String,
     utf8: Utf8Stream,
+    /// When the request started, and when its first token was taken.
+    start: Instant,
+    first_token: Option<(Instant, f64)>,
 }
 
 impl<'a> TokenOut<'a> {
@@ -420,6 +411,7 @@ impl<'a> TokenOut<'a> {
         info: &'a ModelInfo,
         req: &'a GenerateRequest,
         events: &'a UnboundedSender<EngineEvent>,
+        start: Instant,
     ) -> Self {
         Self {
             info,
@@ -428,11 +420,27 @@ impl<'a> TokenOut<'a> {
             generated: Vec::new(),
             text: String::new(),
             utf8: Utf8Stream::default(),
+            start,
+            first_token: None,
         }
+    }
+
+    /// The next token from a row of logits, its candidates sent first where the request
+    /// asks for them.
+    pub(crate) fn sample(&self, sampler: &mut Sampler, row: &mut [f32], history: &[u32]) -> u32 {
+        if self.req.top_logprobs > 0 {
+            let top = sampler::top_logprobs(row, self.req.top_logprobs);
+            let _ = self.events.send(EngineEvent::Candidates(top));
+        }
+        sampler.sample(row, history)
     }
 
     /// Take `token`; the reason to stop, when it ends the reply.
     pub(crate) fn push(&mut self, token: u32) -> Option<StopReason> {
+        if self.first_token.is_none() {
+            let ttft_ms = self.start.elapsed().as_secs_f64() * 1000.0;
+            self.first_token = Some((Instant::now(), ttft_ms));
+        }
         self.generated.push(token);
         if self.info.vocab.eog.contains(&token) && !self.req.ignore_eos {
             return Some(StopReason::Eos);
@@ -460,10 +468,18 @@ impl<'a> TokenOut<'a> {
         None
     }
 
-    /// The reply's text and tokens.
-    pub(crate) fn finish(mut self, stop: StopReason) -> (String, Vec<u32>) {
+    /// The reply's text and tokens; its time to first token and decode speed go to
+    /// `stats`.
+    pub(crate) fn finish(mut self, stop: StopReason, stats: &mut GenStats) -> (String, Vec<u32>) {
         if stop != StopReason::StopString {
             self.text.push_str(&self.utf8.finish());
+        }
+        if let Some((at, ttft_ms)) = self.first_token {
+            stats.ttft_ms = ttft_ms;
+            if self.generated.len() > 1 {
+                stats.decode_tps =
+                    (self.generated.len() - 1) as f64 / at.elapsed().as_secs_f64().max(1e-9);
+            }
         }
         (self.text, self.generated)
     }

@@ -18,7 +18,7 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use super::api::{CancelToken, EngineError, EngineEvent, GenerateRequest, ModelInfo, StopReason};
 use super::gguf::GgufFile;
-use super::sampler::{self, Sampler};
+use super::sampler::Sampler;
 use super::stats::{self, GenStats};
 use super::thread::TokenOut;
 
@@ -108,21 +108,12 @@ pub(crate) fn generate(
     stats.prefill_tps = prompt.len() as f64 / start.elapsed().as_secs_f64().max(1e-9);
     let mut sampler = Sampler::new(req.sampling.clone());
     let mut history = prompt.to_vec();
-    let mut out = TokenOut::new(info, req, events);
-    let mut decode_start = Instant::now();
+    let mut out = TokenOut::new(info, req, events, start);
     let stop = loop {
         if cancel.is_cancelled() {
             break StopReason::Cancelled;
         }
-        if req.top_logprobs > 0 {
-            let top = sampler::top_logprobs(&logits, req.top_logprobs);
-            let _ = events.send(EngineEvent::Candidates(top));
-        }
-        let token = sampler.sample(&mut logits, &history);
-        if out.generated.is_empty() {
-            stats.ttft_ms = start.elapsed().as_secs_f64() * 1000.0;
-            decode_start = Instant::now();
-        }
+        let token = out.sample(&mut sampler, &mut logits, &history);
         history.push(token);
         if let Some(stop) = out.push(token) {
             break stop;
@@ -132,11 +123,7 @@ pub(crate) fn generate(
         }
         logits = model.forward(&[token], history.len() - 1)?;
     };
-    let (text, generated) = out.finish(stop);
-    if generated.len() > 1 {
-        stats.decode_tps =
-            (generated.len() - 1) as f64 / decode_start.elapsed().as_secs_f64().max(1e-9);
-    }
+    let (text, generated) = out.finish(stop, &mut stats);
     stats.generated_tokens = generated.len();
     stats.rss_mb = stats::rss_mb();
     let _ = events.send(EngineEvent::Done {

@@ -33,6 +33,23 @@ pub fn model(tier: &str) -> PathBuf {
     t.path()
 }
 
+/// A temporary git repository holding `files` (path, contents).
+pub fn git_repo(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let status = Command::new("git")
+        .args(["init", "-q"])
+        .current_dir(dir.path())
+        .status()
+        .unwrap();
+    assert!(status.success(), "git init failed");
+    for (p, body) in files {
+        let path = dir.path().join(p);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, body).unwrap();
+    }
+    dir
+}
+
 /// Fails the test with lcode's stderr unless it exited 0.
 pub fn assert_success(out: &Output) {
     assert!(
