@@ -72,6 +72,20 @@ fn serve(backend: &mut dyn Backend, rx: std_mpsc::Receiver<Command>) {
     }
 }
 
+/// Asks glibc's allocator to keep freed memory for reuse instead of giving it back to
+/// the kernel. A forward pass allocates its activations afresh (a 512-token prompt
+/// chunk: several buffers of 2 to 10 MB per layer); by default each of those is a new
+/// mapping, so every pass paid the kernel for faulting in and zeroing the pages again
+/// (7% of a prompt's time). 32 MB is the largest threshold glibc accepts.
+fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator tunables; it is safe at any time.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 20);
+    }
+}
+
 /// The one way to talk to an engine, whichever backend answers. Cheap to clone.
 #[derive(Clone)]
 pub struct EngineHandle {
@@ -81,6 +95,7 @@ pub struct EngineHandle {
 impl EngineHandle {
     /// Start the in-process engine on its own thread, with no model loaded yet.
     pub fn spawn(options: EngineOptions) -> Self {
+        keep_freed_memory();
         Self::on_thread("lcode-engine", move |own| EngineThread::new(options, own))
     }
 

@@ -49,6 +49,45 @@ impl Linear {
     }
 }
 
+/// x: (seq, k) times each of `ls` (all k columns): one (seq, n) per matrix. Where all are
+/// lcode's own, their rows run in one parallel loop (`QMatrix::matmul_group`), which
+/// for a decoded token costs one fork and join instead of one per matrix.
+fn forward_group<const N: usize>(ls: [&Linear; N], x: &Tensor) -> Result<[Tensor; N]> {
+    let own: Vec<&QMatrix> = ls
+        .iter()
+        .filter_map(|l| match l {
+            Linear::Own(w) => Some(w),
+            Linear::Candle(_) => None,
+        })
+        .collect();
+    if own.len() < N {
+        let outs = ls
+            .iter()
+            .map(|l| l.forward(x))
+            .collect::<Result<Vec<_>>>()?;
+        return Ok(outs
+            .try_into()
+            .unwrap_or_else(|_| unreachable!("N outputs")));
+    }
+    let seq = x.dim(0)?;
+    let xs = x.flatten_all()?.to_vec1::<f32>()?;
+    let mut outs = QMatrix::matmul_group(&own, &xs, seq).into_iter();
+    let mut next = |n: usize| -> Result<Tensor> {
+        Tensor::from_vec(
+            outs.next().expect("one output per matrix"),
+            (seq, n),
+            &Device::Cpu,
+        )
+    };
+    let mut tensors = Vec::with_capacity(N);
+    for w in &own {
+        tensors.push(next(w.n)?);
+    }
+    Ok(tensors
+        .try_into()
+        .unwrap_or_else(|_| unreachable!("N outputs")))
+}
+
 /// The token embedding, looked up row by row in its quantized form.
 enum Embedding {
     Own(QMatrix),
@@ -244,6 +283,14 @@ impl Model {
     /// logits: (n_vocab) for `Logits::Last`, (tokens.len(), n_vocab) for `Logits::All`.
     /// Long inputs go through in chunks of `PREFILL_CHUNK`.
     pub fn forward(&self, tokens: &[u32], cache: &mut KvCache, want: Logits) -> Result<Tensor> {
+        // On a compute-pool thread, so the pass's many parallel products fork and join
+        // among the pool's own threads, which stay awake between them; called from the
+        // engine thread, each product would wake sleeping workers and put the caller to
+        // sleep until they finish.
+        rayon::scope(|_| self.forward_in_pool(tokens, cache, want))
+    }
+
+    fn forward_in_pool(&self, tokens: &[u32], cache: &mut KvCache, want: Logits) -> Result<Tensor> {
         if tokens.is_empty() {
             candle_core::bail!("forward needs at least one token");
         }
@@ -278,7 +325,7 @@ impl Model {
         for (li, l) in self.layers.iter().enumerate() {
             let residual = x.clone();
             let h = rms_norm(&x, &l.attn_norm, hp.rms_eps)?;
-            let (mut q, mut k, mut v) = (l.q.forward(&h)?, l.k.forward(&h)?, l.v.forward(&h)?);
+            let [mut q, mut k, mut v] = forward_group([&l.q, &l.k, &l.v], &h)?;
             if let Some((bq, bk, bv)) = &l.qkv_bias {
                 q = q.broadcast_add(bq)?;
                 k = k.broadcast_add(bk)?;
@@ -366,7 +413,7 @@ impl Model {
             x = (attn + residual)?;
             let residual = x.clone();
             let h = rms_norm(&x, &l.ffn_norm, hp.rms_eps)?;
-            let (gate, up) = (l.gate.forward(&h)?, l.up.forward(&h)?);
+            let [gate, up] = forward_group([&l.gate, &l.up], &h)?;
             let (gate_v, up_v) = (
                 gate.flatten_all()?.to_vec1::<f32>()?,
                 up.flatten_all()?.to_vec1::<f32>()?,

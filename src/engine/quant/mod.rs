@@ -23,6 +23,7 @@ mod amx;
 #[cfg(target_arch = "x86_64")]
 pub use amx::REORDERED_MIN_ROWS;
 mod avx2;
+mod avx512;
 mod neon;
 pub mod scalar;
 
@@ -151,6 +152,9 @@ pub enum Isa {
     /// AVX2 with AVX-VNNI's integer multiply-adds (bit-identical results, fewer
     /// instructions); `LCODE_ISA=avx2` keeps to plain AVX2.
     AvxVnni,
+    /// AVX-512 (F, BW, VL) with its VNNI: the AVX2 kernels (AVX-VNNI's where the CPU
+    /// has it too) and, for prompts, the 512-bit tiles of `avx512.rs`.
+    Avx512,
     /// arm64 NEON with the dot-product extension (`neon.rs`).
     Neon,
 }
@@ -170,9 +174,12 @@ pub fn isa() -> Isa {
         if forced.as_deref() == Some("scalar") {
             return Isa::Scalar;
         }
+        let plain_avx2 = forced.as_deref() == Some("avx2");
         if neon::available() {
             Isa::Neon
-        } else if avx2::vnni_available() && forced.as_deref() != Some("avx2") {
+        } else if avx512::available() && !plain_avx2 {
+            Isa::Avx512
+        } else if avx2::vnni_available() && !plain_avx2 {
             Isa::AvxVnni
         } else if avx2::available() {
             Isa::Avx2
@@ -189,6 +196,7 @@ pub fn kernels_name() -> String {
     let mut name = match isa() {
         Isa::Scalar => "scalar".to_string(),
         Isa::Neon => "neon+dotprod".to_string(),
+        Isa::Avx512 => "avx512+vnni".to_string(),
         Isa::Avx2 | Isa::AvxVnni => {
             let mut n = if wide_vectors() { "avx512" } else { "avx2" }.to_string();
             if isa() == Isa::AvxVnni {
@@ -314,10 +322,10 @@ fn quantize_rows<B: Send>(x: &[f32], k: usize, quantize: fn(&[f32]) -> Vec<B>) -
 }
 
 /// Weight rows handed to one task: enough tasks to balance the threads, few enough
-/// that each reads a run of rows.
+/// that each reads a run of rows; a multiple of 4 for the four-row kernels.
 fn rows_per_task(n: usize) -> usize {
     let tasks = rayon::current_num_threads().max(1) * 8;
-    n.div_ceil(tasks).clamp(4, 64)
+    n.div_ceil(tasks).next_multiple_of(4).clamp(4, 64)
 }
 
 /// Activation rows multiplied against one weight row before the next: the weight row
@@ -329,82 +337,173 @@ const ACT_TILE: usize = 16;
 /// the four; each result bit-identical to the one-row form).
 /// And where the CPU has one, four weight rows against one activation row: the form
 /// decoding runs, four independent sums and four weight streams in flight at once.
+/// And where the CPU has one, four weight rows against four activation rows at once
+/// (`avx512::Tile`), the prompt form.
 struct Dot<B: 'static> {
     one: fn(&[u8], &[B]) -> f32,
     four: Option<DotFour<B>>,
     rows: Option<DotRows<B>>,
+    tile: Option<avx512::Tile<B>>,
 }
 
 type DotFour<B> = fn(&[u8], [&[B]; 4]) -> [f32; 4];
 type DotRows<B> = fn([&[u8]; 4], &[B]) -> [f32; 4];
 
-/// out[i, r] = dot(weight row r, activation row i) over activation rows quantized to
-/// `B`, `bpr` blocks per row. Returns (m, n).
-fn matmul_rows<B: Sync>(
+/// The rows `r0..r1` of one product: out[i, r] = dot(weight row r, activation row i)
+/// over activation rows quantized to `B`, `bpr` blocks per row, written into `out`
+/// (m x n, row-major), of which this call touches only columns r0..r1.
+#[allow(clippy::too_many_arguments)]
+fn dot_rows<B>(
     w: &[u8],
     n: usize,
     row_bytes: usize,
     xq: &[B],
     bpr: usize,
-    dot: Dot<B>,
-) -> Vec<f32> {
+    dot: &Dot<B>,
+    (r0, r1): (usize, usize),
+    out: *mut f32,
+) {
     let m = xq.len() / bpr;
-    let rows = rows_per_task(n);
     let xrow = |i: usize| &xq[i * bpr..(i + 1) * bpr];
-    let mut out = vec![0f32; m * n];
-    let out_ptr = SharedOut(out.as_mut_ptr());
-    (0..n.div_ceil(rows)).into_par_iter().for_each(|task| {
-        let out_ptr = &out_ptr;
-        let (r0, r1) = (task * rows, ((task + 1) * rows).min(n));
-        // SAFETY: this task writes only columns r0..r1 of `out` (m x n), which no other
-        // task touches, and `out` outlives the parallel loop.
-        let put = |i: usize, r: usize, v: f32| unsafe { *out_ptr.0.add(i * n + r) = v };
-        let wrow = |r: usize| &w[r * row_bytes..(r + 1) * row_bytes];
-        if let (Some(rows4), true) = (dot.rows, m < 4) {
-            // Too few activation rows for the four-row form: four weight rows at a time.
+    // SAFETY: the caller hands each call disjoint columns of an m x n buffer that
+    // outlives it.
+    let put = |i: usize, r: usize, v: f32| unsafe { *out.add(i * n + r) = v };
+    let wrow = |r: usize| &w[r * row_bytes..(r + 1) * row_bytes];
+    if let (Some(rows4), true) = (dot.rows, m < 4) {
+        // Too few activation rows for the four-row form: four weight rows at a time.
+        let mut r = r0;
+        while r + 4 <= r1 {
+            for i in 0..m {
+                let y = rows4([wrow(r), wrow(r + 1), wrow(r + 2), wrow(r + 3)], xrow(i));
+                for (j, v) in y.into_iter().enumerate() {
+                    put(i, r + j, v);
+                }
+            }
+            r += 4;
+        }
+        for r in r..r1 {
+            for i in 0..m {
+                put(i, r, (dot.one)(wrow(r), xrow(i)));
+            }
+        }
+        return;
+    }
+    if let (Some(tile), true) = (dot.tile, m >= avx512::TILE_ROWS) {
+        const T: usize = avx512::TILE_ROWS;
+        for i0 in (0..m).step_by(ACT_TILE) {
+            let i1 = (i0 + ACT_TILE).min(m);
             let mut r = r0;
             while r + 4 <= r1 {
-                for i in 0..m {
-                    let y = rows4([wrow(r), wrow(r + 1), wrow(r + 2), wrow(r + 3)], xrow(i));
-                    for (j, v) in y.into_iter().enumerate() {
-                        put(i, r + j, v);
+                let ws = [wrow(r), wrow(r + 1), wrow(r + 2), wrow(r + 3)];
+                let mut i = i0;
+                while i + T <= i1 {
+                    let y = tile(ws, std::array::from_fn(|d| xrow(i + d)));
+                    for (di, ys) in y.into_iter().enumerate() {
+                        for (dr, v) in ys.into_iter().enumerate() {
+                            put(i + di, r + dr, v);
+                        }
+                    }
+                    i += T;
+                }
+                for i in i..i1 {
+                    for (dr, w) in ws.iter().enumerate() {
+                        put(i, r + dr, (dot.one)(w, xrow(i)));
                     }
                 }
                 r += 4;
             }
             for r in r..r1 {
-                for i in 0..m {
+                for i in i0..i1 {
                     put(i, r, (dot.one)(wrow(r), xrow(i)));
                 }
             }
-            return;
         }
-        for i0 in (0..m).step_by(ACT_TILE) {
-            let i1 = (i0 + ACT_TILE).min(m);
-            for r in r0..r1 {
-                let wrow = wrow(r);
-                let mut i = i0;
-                if let Some(four) = dot.four {
-                    while i + 4 <= i1 {
-                        let y = four(wrow, [xrow(i), xrow(i + 1), xrow(i + 2), xrow(i + 3)]);
-                        for (j, v) in y.into_iter().enumerate() {
-                            put(i + j, r, v);
-                        }
-                        i += 4;
+        return;
+    }
+    for i0 in (0..m).step_by(ACT_TILE) {
+        let i1 = (i0 + ACT_TILE).min(m);
+        for r in r0..r1 {
+            let wrow = wrow(r);
+            let mut i = i0;
+            if let Some(four) = dot.four {
+                while i + 4 <= i1 {
+                    let y = four(wrow, [xrow(i), xrow(i + 1), xrow(i + 2), xrow(i + 3)]);
+                    for (j, v) in y.into_iter().enumerate() {
+                        put(i + j, r, v);
                     }
-                }
-                for i in i..i1 {
-                    put(i, r, (dot.one)(wrow, xrow(i)));
+                    i += 4;
                 }
             }
+            for i in i..i1 {
+                put(i, r, (dot.one)(wrow, xrow(i)));
+            }
         }
-    });
-    out
+    }
+}
+
+/// A product ready to run: either already computed whole (the AMX tiles), or a job that
+/// fills any range of its output's columns, so that the ranges of several products can
+/// share one parallel loop.
+enum Prepared<'a> {
+    Done(Vec<f32>),
+    Rows {
+        n: usize,
+        job: Box<dyn Fn((usize, usize), *mut f32) + Sync + 'a>,
+    },
+}
+
+fn prepared_rows<'a, B: Sync + 'a>(
+    w: &'a [u8],
+    n: usize,
+    row_bytes: usize,
+    xq: Vec<B>,
+    bpr: usize,
+    dot: Dot<B>,
+) -> Prepared<'a> {
+    Prepared::Rows {
+        n,
+        job: Box::new(move |range, out| dot_rows(w, n, row_bytes, &xq, bpr, &dot, range, out)),
+    }
+}
+
+/// Runs prepared products of `m` activation rows, the row ranges of all of them in one
+/// parallel loop (one fork and join for a token's q, k and v, not three). Returns each
+/// product's (m, n) output, in order.
+fn run_prepared(products: Vec<Prepared<'_>>, m: usize) -> Vec<Vec<f32>> {
+    let mut outs: Vec<Vec<f32>> = Vec::with_capacity(products.len());
+    let mut jobs = Vec::new(); // (output index, n, job)
+    for p in products {
+        match p {
+            Prepared::Done(v) => outs.push(v),
+            Prepared::Rows { n, job } => {
+                jobs.push((outs.len(), n, job));
+                outs.push(vec![0f32; m * n]);
+            }
+        }
+    }
+    let rows = rows_per_task(jobs.iter().map(|(_, n, _)| n).sum());
+    let tasks: Vec<(usize, usize, usize)> = jobs // (job, r0, r1)
+        .iter()
+        .enumerate()
+        .flat_map(|(j, (_, n, _))| {
+            (0..*n)
+                .step_by(rows)
+                .map(move |r0| (j, r0, (r0 + rows).min(*n)))
+        })
+        .collect();
+    let ptrs: Vec<SharedOut> = jobs
+        .iter()
+        .map(|(o, _, _)| SharedOut(outs[*o].as_mut_ptr()))
+        .collect();
+    tasks
+        .into_par_iter()
+        .for_each(|(j, r0, r1)| (jobs[j].2)((r0, r1), ptrs[j].0));
+    outs
 }
 
 /// The output buffer shared by the tasks of one product, each writing its own columns.
 struct SharedOut(*mut f32);
-// SAFETY: see `matmul_rows`: tasks write disjoint elements.
+// SAFETY: see `dot_rows`: tasks write disjoint elements.
 unsafe impl Sync for SharedOut {}
 
 impl QMatrix {
@@ -432,6 +531,19 @@ impl QMatrix {
 
     /// x: (m, k) row-major -> (m, n): each activation row times each weight row.
     pub fn matmul(&self, x: &[f32], m: usize) -> Vec<f32> {
+        let mut outs = run_prepared(vec![self.prepare(x, m)], m);
+        outs.pop().expect("one product")
+    }
+
+    /// The products of several matrices with the same activations (each k columns):
+    /// x: (m, k) -> one (m, n) per matrix, their rows computed in one parallel loop.
+    /// For decoding, where each product alone is too short to pay for waking the
+    /// threads; the results equal `matmul`'s bit for bit.
+    pub fn matmul_group(mats: &[&QMatrix], x: &[f32], m: usize) -> Vec<Vec<f32>> {
+        run_prepared(mats.iter().map(|w| w.prepare(x, m)).collect(), m)
+    }
+
+    fn prepare(&self, x: &[f32], m: usize) -> Prepared<'_> {
         assert_eq!(x.len(), m * self.k, "activations do not match the matrix");
         let isa = isa();
         let (w, n, rb) = (&self.bytes[..], self.n, self.row_bytes());
@@ -441,27 +553,43 @@ impl QMatrix {
         // the same in both builds, and measured no faster (or slower) from the VNNI one.
         let vnni_helps = !matches!(self.kind, WeightType::Q4K | WeightType::Q6K);
         macro_rules! dot {
-            ($one:ident, $four:ident $(, $rows:ident)?) => {
+            ($one:ident, $four:ident $(, $rows:ident)? $(; $tile:ident)?) => {
                 match isa {
                     Isa::Scalar => Dot {
                         one: scalar::$one,
                         four: None,
                         rows: None,
+                        tile: None,
                     },
                     Isa::Neon => Dot {
                         one: neon::$one,
                         four: None,
                         rows: None,
+                        tile: None,
                     },
                     Isa::AvxVnni if vnni_helps => Dot {
                         one: avx2::vnni::$one,
                         four: Some(avx2::vnni::$four::<4>),
                         rows: None $(.or(Some(avx2::vnni::$rows)))?,
+                        tile: None,
+                    },
+                    Isa::Avx512 if vnni_helps && avx2::vnni_available() => Dot {
+                        one: avx2::vnni::$one,
+                        four: Some(avx2::vnni::$four::<4>),
+                        rows: None $(.or(Some(avx2::vnni::$rows)))?,
+                        tile: None $(.or(Some(avx512::$tile)))?,
+                    },
+                    Isa::Avx512 => Dot {
+                        one: avx2::$one,
+                        four: Some(avx2::$four::<4>),
+                        rows: None $(.or(Some(avx2::$rows)))?,
+                        tile: None $(.or(Some(avx512::$tile)))?,
                     },
                     Isa::Avx2 | Isa::AvxVnni => Dot {
                         one: avx2::$one,
                         four: Some(avx2::$four::<4>),
                         rows: None $(.or(Some(avx2::$rows)))?,
+                        tile: None,
                     },
                 }
             };
@@ -474,36 +602,36 @@ impl QMatrix {
                 let xq: Vec<BlockQ8_0> = quantize_rows(x, self.k, quantize_q8_0);
                 #[cfg(target_arch = "x86_64")]
                 if tiles {
-                    return amx::matmul_signed(self.kind, w, n, self.k, &xq, m);
+                    return Prepared::Done(amx::matmul_signed(self.kind, w, n, self.k, &xq, m));
                 }
                 let dot = if self.kind == WeightType::Q8_0 {
-                    dot!(dot_q8_0, dot_q8_0_n, dot_q8_0_rows)
+                    dot!(dot_q8_0, dot_q8_0_n, dot_q8_0_rows; dot_q8_0_tile)
                 } else {
-                    dot!(dot_q5_0, dot_q5_0_n, dot_q5_0_rows)
+                    dot!(dot_q5_0, dot_q5_0_n, dot_q5_0_rows; dot_q5_0_tile)
                 };
-                matmul_rows(w, n, rb, &xq, bpr32, dot)
+                prepared_rows(w, n, rb, xq, bpr32, dot)
             }
             WeightType::Q4_1 => {
                 let xq: Vec<BlockQ8_1> = quantize_rows(x, self.k, quantize_q8_1);
                 let dot = dot!(dot_q4_1, dot_q4_1_n);
-                matmul_rows(w, n, rb, &xq, bpr32, dot)
+                prepared_rows(w, n, rb, xq, bpr32, dot)
             }
             WeightType::Q4K | WeightType::Q6K => {
                 let xq: Vec<BlockQ8K> = quantize_rows(x, self.k, quantize_q8_k);
                 #[cfg(target_arch = "x86_64")]
                 if tiles {
-                    return if self.kind == WeightType::Q4K {
+                    return Prepared::Done(if self.kind == WeightType::Q4K {
                         amx::matmul_q4_k(w, n, self.k, &xq, m)
                     } else {
                         amx::matmul_q6_k(w, n, self.k, &xq, m)
-                    };
+                    });
                 }
                 let dot = if self.kind == WeightType::Q4K {
-                    dot!(dot_q4_k, dot_q4_k_n)
+                    dot!(dot_q4_k, dot_q4_k_n; dot_q4_k_tile)
                 } else {
                     dot!(dot_q6_k, dot_q6_k_n)
                 };
-                matmul_rows(w, n, rb, &xq, bprk, dot)
+                prepared_rows(w, n, rb, xq, bprk, dot)
             }
         }
     }

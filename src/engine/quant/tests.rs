@@ -198,6 +198,71 @@ fn four_rows_at_once_equal_one_at_a_time() {
 }
 
 #[test]
+fn avx512_tiles_equal_scalar_bit_for_bit() {
+    if !avx512::available() {
+        eprintln!("no AVX-512 VNNI on this CPU: the tiles are never chosen");
+        return;
+    }
+    let mut rng = StdRng::seed_from_u64(11);
+    for round in 0..8 {
+        // Every block count from one up, and rows of K-quant length.
+        let k = if round < 4 {
+            QK * (round + 1) * 7
+        } else {
+            QK_K * (round - 2)
+        };
+        let xs: Vec<Vec<f32>> = (0..avx512::TILE_ROWS)
+            .map(|_| random_activations(k, &mut rng))
+            .collect();
+        let q0: Vec<Vec<BlockQ8_0>> = xs.iter().map(|x| quantize_q8_0(x)).collect();
+        let x0: [&[BlockQ8_0]; avx512::TILE_ROWS] = std::array::from_fn(|i| &q0[i][..]);
+        let check = |kind: WeightType,
+                     tile: avx512::Tile<BlockQ8_0>,
+                     one: fn(&[u8], &[BlockQ8_0]) -> f32,
+                     rng: &mut StdRng| {
+            let ws: Vec<Vec<u8>> = (0..4).map(|_| random_blocks(kind, k / QK, rng)).collect();
+            let got = tile([&ws[0], &ws[1], &ws[2], &ws[3]], x0);
+            for i in 0..avx512::TILE_ROWS {
+                for r in 0..4 {
+                    let want = one(&ws[r], x0[i]);
+                    assert_eq!(
+                        got[i][r].to_bits(),
+                        want.to_bits(),
+                        "{kind:?} k {k} [{i}][{r}]"
+                    );
+                }
+            }
+        };
+        check(
+            WeightType::Q8_0,
+            avx512::dot_q8_0_tile,
+            scalar::dot_q8_0,
+            &mut rng,
+        );
+        check(
+            WeightType::Q5_0,
+            avx512::dot_q5_0_tile,
+            scalar::dot_q5_0,
+            &mut rng,
+        );
+        if k % QK_K == 0 {
+            let qk: Vec<Vec<BlockQ8K>> = xs.iter().map(|x| quantize_q8_k(x)).collect();
+            let xk: [&[BlockQ8K]; avx512::TILE_ROWS] = std::array::from_fn(|i| &qk[i][..]);
+            let ws: Vec<Vec<u8>> = (0..4)
+                .map(|_| random_blocks(WeightType::Q4K, k / QK_K, &mut rng))
+                .collect();
+            let got = avx512::dot_q4_k_tile([&ws[0], &ws[1], &ws[2], &ws[3]], xk);
+            for i in 0..avx512::TILE_ROWS {
+                for r in 0..4 {
+                    let want = scalar::dot_q4_k(&ws[r], xk[i]);
+                    assert_eq!(got[i][r].to_bits(), want.to_bits(), "Q4K k {k} [{i}][{r}]");
+                }
+            }
+        }
+    }
+}
+
+#[test]
 fn matmul_lays_out_rows_by_activation() {
     let mut rng = StdRng::seed_from_u64(4);
     let (n, k, m) = (70, 256, 37);

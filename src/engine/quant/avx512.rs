@@ -1,0 +1,323 @@
+//! AVX-512 (F, BW, VL) with VNNI: the prompt kernels of CPUs without AMX tiles (Zen 4
+//! and 5, Ice Lake and later). A 512-bit register holds two weight rows' 8-lane sums
+//! side by side, so each instruction does the work of two of the AVX2 kernels', and
+//! `vpdpbusd` does a block's byte products and their sums of four in one.
+//!
+//! Each tile computes 4 weight rows against 4 activation rows. Every (weight row,
+//! activation row) pair keeps its own 8 float lanes, fed the same integers and the same
+//! fused multiply-adds in the same order as `avx2`'s one-row kernels, then reduced by
+//! the same horizontal sum, so the results equal theirs (and the scalar twin's) bit for
+//! bit; only the instruction count changes.
+
+// Rows, pairs and lanes are indexed by number on purpose: the index is what ties a
+// weight row to its half of a register.
+#![allow(clippy::needless_range_loop)]
+
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+
+use super::{BlockQ8K, BlockQ8_0};
+
+/// Activation rows per tile: each weight block, unpacked once, serves this many.
+pub const TILE_ROWS: usize = 8;
+
+/// Four weight rows against `TILE_ROWS` activation rows: `out[i][r]` = dot(weight row
+/// r, activation row i).
+pub type Tile<B> = fn([&[u8]; 4], [&[B]; TILE_ROWS]) -> [[f32; 4]; TILE_ROWS];
+
+pub fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        super::avx2::available()
+            && is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512vl")
+            && is_x86_feature_detected!("avx512vnni")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+pub fn dot_q8_0_tile(w: [&[u8]; 4], x: [&[BlockQ8_0]; TILE_ROWS]) -> [[f32; 4]; TILE_ROWS] {
+    std::array::from_fn(|i| std::array::from_fn(|r| super::scalar::dot_q8_0(w[r], x[i])))
+}
+#[cfg(not(target_arch = "x86_64"))]
+pub fn dot_q5_0_tile(w: [&[u8]; 4], x: [&[BlockQ8_0]; TILE_ROWS]) -> [[f32; 4]; TILE_ROWS] {
+    std::array::from_fn(|i| std::array::from_fn(|r| super::scalar::dot_q5_0(w[r], x[i])))
+}
+#[cfg(not(target_arch = "x86_64"))]
+pub fn dot_q4_k_tile(w: [&[u8]; 4], x: [&[BlockQ8K]; TILE_ROWS]) -> [[f32; 4]; TILE_ROWS] {
+    std::array::from_fn(|i| std::array::from_fn(|r| super::scalar::dot_q4_k(w[r], x[i])))
+}
+
+#[cfg(target_arch = "x86_64")]
+pub use imp::*;
+
+#[cfg(target_arch = "x86_64")]
+mod imp {
+    use super::super::avx2::{unpack_q5_0, unpack_q8_0};
+    use super::super::WeightType;
+    use super::*;
+
+    pub fn dot_q8_0_tile(w: [&[u8]; 4], x: [&[BlockQ8_0]; TILE_ROWS]) -> [[f32; 4]; TILE_ROWS] {
+        // SAFETY: only reached when `available()` said yes (see `isa()`); `QMatrix`
+        // guarantees each row holds x[i].len() blocks (checked below).
+        unsafe { signed_tile(w, x, WeightType::Q8_0.block_bytes(), |p| unpack_q8_0(p)) }
+    }
+
+    pub fn dot_q5_0_tile(w: [&[u8]; 4], x: [&[BlockQ8_0]; TILE_ROWS]) -> [[f32; 4]; TILE_ROWS] {
+        // SAFETY: as `dot_q8_0_tile`.
+        unsafe { signed_tile(w, x, WeightType::Q5_0.block_bytes(), |p| unpack_q5_0(p)) }
+    }
+
+    pub fn dot_q4_k_tile(w: [&[u8]; 4], x: [&[BlockQ8K]; TILE_ROWS]) -> [[f32; 4]; TILE_ROWS] {
+        // SAFETY: as `dot_q8_0_tile`.
+        unsafe { q4_k_tile(w, x) }
+    }
+
+    /// The f16 at `p` as f32 (exact). In asm for the reason `avx2`'s twin gives: LLVM
+    /// loads the 16 bits with `vpinsrw` into a live register, which chains each block's
+    /// scale to an unrelated running sum.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    #[inline]
+    unsafe fn f16_ptr(p: *const u8) -> f32 {
+        let bits = u32::from((p as *const u16).read_unaligned());
+        let v: __m128;
+        std::arch::asm!(
+            "vmovd {v}, {bits:e}",
+            "vcvtph2ps {v}, {v}",
+            bits = in(reg) bits,
+            v = out(xmm_reg) v,
+            options(pure, nomem, nostack, preserves_flags),
+        );
+        _mm_cvtss_f32(v)
+    }
+
+    /// Two 256-bit halves as one register: `lo` in lanes 0..8, `hi` in 8..16.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    #[inline]
+    unsafe fn pair_i(lo: __m256i, hi: __m256i) -> __m512i {
+        _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1)
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    #[inline]
+    unsafe fn pair_ps(lo: f32, hi: f32) -> __m512 {
+        let lo = _mm512_castps256_ps512(_mm256_set1_ps(lo));
+        _mm512_castpd_ps(_mm512_insertf64x4(
+            _mm512_castps_pd(lo),
+            _mm256_castps_pd(_mm256_set1_ps(hi)),
+            1,
+        ))
+    }
+
+    /// llama.cpp's `hsum_float_8` of each half: (lanes 0..8, lanes 8..16).
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    #[inline]
+    unsafe fn hsum_halves(x: __m512) -> (f32, f32) {
+        let hsum8 = |x: __m256| {
+            let mut r = _mm_add_ps(_mm256_extractf128_ps(x, 1), _mm256_castps256_ps128(x));
+            r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+            r = _mm_add_ss(r, _mm_movehdup_ps(r));
+            _mm_cvtss_f32(r)
+        };
+        let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1));
+        (hsum8(_mm512_castps512_ps256(x)), hsum8(hi))
+    }
+
+    /// Q8_0 / Q5_0 weights (32 signed values per block, `unpack` giving them) against
+    /// Q8_0 activations. Per block and pair: `acc += (d_w * d_x) * lanes`, each lane the
+    /// sum of four byte products, as `avx2::signed_32`. The integers come another way:
+    /// `vpdpbusd` wants unsigned bytes on one side, so the activations go in offset by
+    /// 128 (once per activation row, shared by the weight rows) and each lane starts
+    /// from -128 times its four weights' sum (once per weight block, shared by the
+    /// activation rows): the same exact sums, with no per-pair sign work.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    #[inline]
+    unsafe fn signed_tile(
+        w: [&[u8]; 4],
+        x: [&[BlockQ8_0]; TILE_ROWS],
+        block_bytes: usize,
+        unpack: impl Fn(*const u8) -> __m256i,
+    ) -> [[f32; 4]; TILE_ROWS] {
+        let blocks = x[0].len();
+        for r in 0..4 {
+            assert_eq!(w[r].len(), blocks * block_bytes, "weight row length");
+        }
+        for xr in x {
+            assert_eq!(xr.len(), blocks, "activation row length");
+        }
+        let wp: [*const u8; 4] = std::array::from_fn(|r| w[r].as_ptr());
+        let xp: [*const BlockQ8_0; TILE_ROWS] = std::array::from_fn(|i| x[i].as_ptr());
+        // acc[i][p]: activation row i against weight rows 2p (lanes 0..8), 2p + 1 (8..16).
+        let mut acc = [[_mm512_setzero_ps(); 2]; TILE_ROWS];
+        let zero = _mm512_setzero_si512();
+        let offset = _mm512_set1_epi8(-128);
+        for b in 0..blocks {
+            let mut q = [zero; 2];
+            let mut start = [zero; 2];
+            let mut dw = [_mm512_setzero_ps(); 2];
+            for p in 0..2 {
+                let (w0, w1) = (
+                    wp[2 * p].add(b * block_bytes),
+                    wp[2 * p + 1].add(b * block_bytes),
+                );
+                q[p] = pair_i(unpack(w0), unpack(w1));
+                // -128 * (sum of each 4 weights): 128 * w as unsigned-by-signed products,
+                // negated.
+                start[p] = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, offset, q[p]));
+                dw[p] = pair_ps(f16_ptr(w0), f16_ptr(w1));
+            }
+            for i in 0..TILE_ROWS {
+                let xb = &*xp[i].add(b);
+                let y =
+                    _mm512_broadcast_i64x4(_mm256_loadu_si256(xb.qs.as_ptr() as *const __m256i));
+                // y + 128 as unsigned bytes.
+                let uy = _mm512_xor_si512(y, offset);
+                let dx = _mm512_set1_ps(xb.d);
+                for p in 0..2 {
+                    let lanes = _mm512_dpbusd_epi32(start[p], uy, q[p]);
+                    let d = _mm512_mul_ps(dw[p], dx);
+                    acc[i][p] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(lanes), acc[i][p]);
+                }
+            }
+        }
+        let mut out = [[0f32; 4]; TILE_ROWS];
+        for i in 0..TILE_ROWS {
+            for p in 0..2 {
+                (out[i][2 * p], out[i][2 * p + 1]) = hsum_halves(acc[i][p]);
+            }
+        }
+        out
+    }
+
+    /// Row `i`: the 32-byte shuffle that broadcasts 16-bit lane `i` of a 128-bit lane.
+    static SHUFFLE_K4: [[u8; 64]; 8] = {
+        let mut t = [[0u8; 64]; 8];
+        let mut i = 0;
+        while i < 8 {
+            let mut j = 0;
+            while j < 64 {
+                t[i][j] = (2 * i + j % 2) as u8;
+                j += 1;
+            }
+            i += 1;
+        }
+        t
+    };
+
+    /// Q4_K against Q8_K in the order of `avx2::q4_k` (and llama.cpp's repacked AVX2
+    /// kernel): each super-block's exact integer sums, then per pair one fused
+    /// multiply-add for the values and one for the minimums.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    #[inline]
+    unsafe fn q4_k_tile(w: [&[u8]; 4], x: [&[BlockQ8K]; TILE_ROWS]) -> [[f32; 4]; TILE_ROWS] {
+        const KMASK1: u32 = 0x3f3f3f3f;
+        const KMASK2: u32 = 0x0f0f0f0f;
+        const KMASK3: u32 = 0x03030303;
+        let bb = WeightType::Q4K.block_bytes();
+        let blocks = x[0].len();
+        for r in 0..4 {
+            assert_eq!(w[r].len(), blocks * bb, "weight row length");
+        }
+        for xr in x {
+            assert_eq!(xr.len(), blocks, "activation row length");
+        }
+        let m4 = _mm512_set1_epi8(0x0F);
+        let mut acc = [[0f32; 4]; TILE_ROWS];
+        let mut acc_m = [[0f32; 4]; TILE_ROWS];
+        for b in 0..blocks {
+            // Per weight row: (d, dmin), its 8 scales as 16-bit values in each 128-bit lane
+            // of its half, and its 8 minimums.
+            let mut d = [(0f32, 0f32); 4];
+            let mut scales = [_mm256_setzero_si256(); 4];
+            let mut mins = [_mm_setzero_si128(); 4];
+            for r in 0..4 {
+                let wb = w[r].as_ptr().add(b * bb);
+                d[r] = (f16_ptr(wb), f16_ptr(wb.add(2)));
+                let p = wb.add(4);
+                let mut utmp = [
+                    (p as *const u32).read_unaligned(),
+                    (p.add(4) as *const u32).read_unaligned(),
+                    (p.add(8) as *const u32).read_unaligned(),
+                    0u32,
+                ];
+                utmp[3] = ((utmp[2] >> 4) & KMASK2) | (((utmp[1] >> 6) & KMASK3) << 4);
+                let uaux = utmp[1] & KMASK1;
+                utmp[1] = (utmp[2] & KMASK2) | (((utmp[0] >> 6) & KMASK3) << 4);
+                utmp[2] = uaux;
+                utmp[0] &= KMASK1;
+                let mins_and_scales = _mm256_cvtepu8_epi16(_mm_set_epi32(
+                    utmp[3] as i32,
+                    utmp[2] as i32,
+                    utmp[1] as i32,
+                    utmp[0] as i32,
+                ));
+                mins[r] = _mm256_extracti128_si256(mins_and_scales, 1);
+                let sc = _mm256_extracti128_si256(mins_and_scales, 0);
+                scales[r] = _mm256_set_m128i(sc, sc);
+            }
+            let scales_pair = [pair_i(scales[0], scales[1]), pair_i(scales[2], scales[3])];
+            // sumi[i][p]: 32-bit partial sums of activation row i against weight rows 2p
+            // (lanes 0..8) and 2p + 1 (8..16).
+            let mut sumi = [[_mm512_setzero_si512(); 2]; TILE_ROWS];
+            for j in 0..4 {
+                let shuffle = |k: usize| _mm512_loadu_si512(SHUFFLE_K4[k].as_ptr() as *const _);
+                let mut q4l = [_mm512_setzero_si512(); 2];
+                let mut q4h = [_mm512_setzero_si512(); 2];
+                let mut sl = [_mm512_setzero_si512(); 2];
+                let mut sh = [_mm512_setzero_si512(); 2];
+                for p in 0..2 {
+                    let bits = |r: usize| {
+                        _mm256_loadu_si256(w[r].as_ptr().add(b * bb + 16 + 32 * j) as *const __m256i)
+                    };
+                    let q = pair_i(bits(2 * p), bits(2 * p + 1));
+                    q4l[p] = _mm512_and_si512(q, m4);
+                    q4h[p] = _mm512_and_si512(_mm512_srli_epi16(q, 4), m4);
+                    sl[p] = _mm512_shuffle_epi8(scales_pair[p], shuffle(2 * j));
+                    sh[p] = _mm512_shuffle_epi8(scales_pair[p], shuffle(2 * j + 1));
+                }
+                for i in 0..TILE_ROWS {
+                    let q8 = x[i][b].qs.as_ptr().add(64 * j);
+                    let yl = _mm512_broadcast_i64x4(_mm256_loadu_si256(q8 as *const __m256i));
+                    let yh =
+                        _mm512_broadcast_i64x4(_mm256_loadu_si256(q8.add(32) as *const __m256i));
+                    for p in 0..2 {
+                        let p16l = _mm512_madd_epi16(sl[p], _mm512_maddubs_epi16(q4l[p], yl));
+                        let p16h = _mm512_madd_epi16(sh[p], _mm512_maddubs_epi16(q4h[p], yh));
+                        sumi[i][p] = _mm512_add_epi32(sumi[i][p], _mm512_add_epi32(p16l, p16h));
+                    }
+                }
+            }
+            for i in 0..TILE_ROWS {
+                let xb = &x[i][b];
+                let q8sums = _mm256_loadu_si256(xb.bsums.as_ptr() as *const __m256i);
+                let q8s = _mm_hadd_epi16(
+                    _mm256_extracti128_si256(q8sums, 0),
+                    _mm256_extracti128_si256(q8sums, 1),
+                );
+                for p in 0..2 {
+                    let isum = [
+                        _mm512_reduce_add_epi32(_mm512_maskz_mov_epi32(0x00FF, sumi[i][p])),
+                        _mm512_reduce_add_epi32(_mm512_maskz_mov_epi32(0xFF00, sumi[i][p])),
+                    ];
+                    for h in 0..2 {
+                        let r = 2 * p + h;
+                        let m = _mm_madd_epi16(mins[r], q8s);
+                        let imin = _mm_cvtsi128_si32(_mm_hadd_epi32(
+                            _mm_hadd_epi32(m, m),
+                            _mm_hadd_epi32(m, m),
+                        ));
+                        let (dw, dminw) = d[r];
+                        acc[i][r] = (isum[h] as f32).mul_add(dw * xb.d, acc[i][r]);
+                        acc_m[i][r] = (imin as f32).mul_add(dminw * xb.d, acc_m[i][r]);
+                    }
+                }
+            }
+        }
+        std::array::from_fn(|i| std::array::from_fn(|r| acc[i][r] - acc_m[i][r]))
+    }
+}
