@@ -245,3 +245,40 @@ fn a_sliding_window_hides_older_keys_in_every_path() {
         assert!(moved > 1e-3, "the window changed nothing at seq {seq}");
     }
 }
+
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn the_wide_f16_multiply_add_rounds_once_like_the_scalar_one() {
+    use rand::{Rng, SeedableRng};
+    if !crate::engine::quant::wide_vectors() {
+        eprintln!("no AVX-512 on this CPU: the scalar multiply-add is the only one");
+        return;
+    }
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    // Random f16 values of every magnitude (finite), as f32.
+    let mut value = |rng: &mut rand::rngs::StdRng| loop {
+        let h = f16::from_bits(rng.random::<u16>() & 0x7bff | (rng.random::<u16>() & 0x8000));
+        if h.is_finite() && h.to_f32().abs() < 256.0 {
+            return h.to_f32();
+        }
+    };
+    let (mut ties, n) = (0, 1 << 20);
+    for _ in 0..n / 128 {
+        let vh = f16::from_f32(value(&mut rng)).to_f64();
+        let x: Vec<f32> = (0..128).map(|_| value(&mut rng)).collect();
+        let y: Vec<f32> = (0..128).map(|_| value(&mut rng)).collect();
+        let mut wide = y.clone();
+        // SAFETY: `wide_vectors()` said yes.
+        unsafe { wide_f16::mad(&mut wide, &x, vh) };
+        for i in 0..128 {
+            let exact = (x[i] as f64).mul_add(vh, y[i] as f64);
+            let want = f64_to_f16_once(exact).to_f32();
+            if f16::from_f32(exact as f32) != f64_to_f16_once(exact) {
+                ties += 1;
+            }
+            assert_eq!(wide[i].to_bits(), want.to_bits(), "{} * {vh} + {}", x[i], y[i]);
+        }
+    }
+    // The inputs reached the cases where rounding twice would land one step off.
+    assert!(ties > 0, "no double-rounding case among {n} values");
+}
