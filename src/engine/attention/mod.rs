@@ -263,9 +263,7 @@ mod wide_f16 {
             let dropped = _mm512_cmp_pd_mask::<_CMP_NEQ_OQ>(_mm512_cvtps_pd(t), exact);
             let ti = _mm256_castps_si256(t);
             let odd = _mm256_mask_or_epi32(ti, dropped, ti, _mm256_set1_epi32(1));
-            let h = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(
-                _mm256_castsi256_ps(odd),
-            );
+            let h = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm256_castsi256_ps(odd));
             _mm256_storeu_ps(a.as_mut_ptr(), _mm256_cvtph_ps(h));
         }
     }

@@ -256,7 +256,7 @@ fn the_wide_f16_multiply_add_rounds_once_like_the_scalar_one() {
     }
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     // Random f16 values of every magnitude (finite), as f32.
-    let mut value = |rng: &mut rand::rngs::StdRng| loop {
+    let value = |rng: &mut rand::rngs::StdRng| loop {
         let h = f16::from_bits(rng.random::<u16>() & 0x7bff | (rng.random::<u16>() & 0x8000));
         if h.is_finite() && h.to_f32().abs() < 256.0 {
             return h.to_f32();
@@ -276,7 +276,13 @@ fn the_wide_f16_multiply_add_rounds_once_like_the_scalar_one() {
             if f16::from_f32(exact as f32) != f64_to_f16_once(exact) {
                 ties += 1;
             }
-            assert_eq!(wide[i].to_bits(), want.to_bits(), "{} * {vh} + {}", x[i], y[i]);
+            assert_eq!(
+                wide[i].to_bits(),
+                want.to_bits(),
+                "{} * {vh} + {}",
+                x[i],
+                y[i]
+            );
         }
     }
     // The inputs reached the cases where rounding twice would land one step off.
