@@ -209,15 +209,44 @@ mod imp {
         t
     };
 
+    // Where `q4_k_tile`'s pairs sit after its reductions. Values (act rows 4h..4h+4, in
+    // `Q4K_VAL_ACT[h]`): lane l holds activation row 4h + 2(l / 8) + (l % 4) / 2 against
+    // weight row 2(l % 2) + (l / 4) % 2. Minimums (act rows 4q..4q+4): lane l holds
+    // activation row 4q + l % 4 against weight row l / 4.
+    const fn lane_table(kind: u8, half: usize) -> [i32; 16] {
+        let mut t = [0i32; 16];
+        let mut l = 0;
+        while l < 16 {
+            t[l] = match kind {
+                0 => 4 * half + 2 * (l / 8) + (l % 4) / 2,
+                1 => 2 * (l % 2) + (l / 4) % 2,
+                2 => 4 * half + l % 4,
+                _ => l / 4,
+            } as i32;
+            l += 1;
+        }
+        t
+    }
+    const Q4K_VAL_ACT: [[i32; 16]; 2] = [lane_table(0, 0), lane_table(0, 1)];
+    const Q4K_VAL_ROW: [i32; 16] = lane_table(1, 0);
+    const Q4K_MIN_ACT: [[i32; 16]; 2] = [lane_table(2, 0), lane_table(2, 1)];
+    const Q4K_MIN_ROW: [i32; 16] = lane_table(3, 0);
+
     /// Q4_K against Q8_K in the order of `avx2::q4_k` (and llama.cpp's repacked AVX2
     /// kernel): each super-block's exact integer sums, then per pair one fused
     /// multiply-add for the values and one for the minimums.
+    ///
+    /// The 32 pairs' integer totals are gathered into two registers by a transposing
+    /// reduction (unpack and add), and their multiply-adds run 16 lanes at a time, each
+    /// lane the scalar `(isum as f32).mul_add(d_w * d_x, acc)` of one pair; summing each
+    /// register alone and finishing pair by pair cost more than the products.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
     #[inline]
     unsafe fn q4_k_tile(w: [&[u8]; 4], x: [&[BlockQ8K]; TILE_ROWS]) -> [[f32; 4]; TILE_ROWS] {
         const KMASK1: u32 = 0x3f3f3f3f;
         const KMASK2: u32 = 0x0f0f0f0f;
         const KMASK3: u32 = 0x03030303;
+        const _: () = assert!(TILE_ROWS == 8, "the lane layouts below are for 8 rows");
         let bb = WeightType::Q4K.block_bytes();
         let blocks = x[0].len();
         for r in 0..4 {
@@ -226,18 +255,24 @@ mod imp {
         for xr in x {
             assert_eq!(xr.len(), blocks, "activation row length");
         }
+        let table = |t: &[i32; 16]| _mm512_loadu_si512(t.as_ptr() as *const _);
+        let pick_val_row = table(&Q4K_VAL_ROW);
+        let pick_min_row = table(&Q4K_MIN_ROW);
+        let pick_val_act = [table(&Q4K_VAL_ACT[0]), table(&Q4K_VAL_ACT[1])];
+        let pick_min_act = [table(&Q4K_MIN_ACT[0]), table(&Q4K_MIN_ACT[1])];
         let m4 = _mm512_set1_epi8(0x0F);
-        let mut acc = [[0f32; 4]; TILE_ROWS];
-        let mut acc_m = [[0f32; 4]; TILE_ROWS];
+        let mut acc = [_mm512_setzero_ps(); 2];
+        let mut acc_m = [_mm512_setzero_ps(); 2];
         for b in 0..blocks {
-            // Per weight row: (d, dmin), its 8 scales as 16-bit values in each 128-bit lane
-            // of its half, and its 8 minimums.
-            let mut d = [(0f32, 0f32); 4];
+            // Per weight row: d and dmin, its 8 scales as 16-bit values in each 128-bit
+            // lane of its half, and its 8 minimums (one 128-bit lane per row).
+            let mut d = [0f32; 4];
+            let mut dmin = [0f32; 4];
             let mut scales = [_mm256_setzero_si256(); 4];
             let mut mins = [_mm_setzero_si128(); 4];
             for r in 0..4 {
                 let wb = w[r].as_ptr().add(b * bb);
-                d[r] = (f16_ptr(wb), f16_ptr(wb.add(2)));
+                (d[r], dmin[r]) = (f16_ptr(wb), f16_ptr(wb.add(2)));
                 let p = wb.add(4);
                 let mut utmp = [
                     (p as *const u32).read_unaligned(),
@@ -292,32 +327,87 @@ mod imp {
                     }
                 }
             }
+            // The activations' scales, and the weights', in the lane layouts above.
+            let dx8: [f32; TILE_ROWS] = std::array::from_fn(|i| x[i][b].d);
+            let dx = _mm512_castps256_ps512(_mm256_loadu_ps(dx8.as_ptr()));
+            let dw = _mm512_castps128_ps512(_mm_loadu_ps(d.as_ptr()));
+            let dmw = _mm512_castps128_ps512(_mm_loadu_ps(dmin.as_ptr()));
+            // Values: sumi[i][p] (V_k, k = 2i + p) to totals. Step 1 adds lanes 2 apart
+            // within each 128-bit lane, pairing V_2m with V_2m+1; step 2 the remaining
+            // pairs, so each 128-bit lane holds four V's sums over that lane; step 3
+            // adds 128-bit lanes 0 + 1 (the low row's 8 lanes) and 2 + 3 (the high row's).
+            for h in 0..2 {
+                let mut step1 = [_mm512_setzero_si512(); 4];
+                for m in 0..4 {
+                    // V_2m and V_2m+1: activation row 4h + m against both weight pairs.
+                    let (a, c) = (sumi[4 * h + m][0], sumi[4 * h + m][1]);
+                    step1[m] =
+                        _mm512_add_epi32(_mm512_unpacklo_epi32(a, c), _mm512_unpackhi_epi32(a, c));
+                }
+                let mut step3 = [_mm512_setzero_si512(); 2];
+                for q in 0..2 {
+                    let (a, c) = (step1[2 * q], step1[2 * q + 1]);
+                    let t =
+                        _mm512_add_epi32(_mm512_unpacklo_epi64(a, c), _mm512_unpackhi_epi64(a, c));
+                    step3[q] = _mm512_add_epi32(t, _mm512_shuffle_i32x4(t, t, 0b10_11_00_01));
+                }
+                let totals = _mm512_shuffle_i32x4(step3[0], step3[1], 0b10_00_10_00);
+                let scale = _mm512_mul_ps(
+                    _mm512_permutexvar_ps(pick_val_row, dw),
+                    _mm512_permutexvar_ps(pick_val_act[h], dx),
+                );
+                acc[h] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(totals), scale, acc[h]);
+            }
+            // Minimums: row r's 8 minimums times activation row i's 8 sub-block sums; each
+            // 128-bit lane one weight row, reduced over its 4 lanes as above.
+            let minsv = _mm512_inserti64x4(
+                _mm512_castsi256_si512(_mm256_set_m128i(mins[1], mins[0])),
+                _mm256_set_m128i(mins[3], mins[2]),
+                1,
+            );
+            let mut partial = [_mm512_setzero_si512(); TILE_ROWS];
             for i in 0..TILE_ROWS {
-                let xb = &x[i][b];
-                let q8sums = _mm256_loadu_si256(xb.bsums.as_ptr() as *const __m256i);
+                let q8sums = _mm256_loadu_si256(x[i][b].bsums.as_ptr() as *const __m256i);
                 let q8s = _mm_hadd_epi16(
                     _mm256_extracti128_si256(q8sums, 0),
                     _mm256_extracti128_si256(q8sums, 1),
                 );
-                for p in 0..2 {
-                    let isum = [
-                        _mm512_reduce_add_epi32(_mm512_maskz_mov_epi32(0x00FF, sumi[i][p])),
-                        _mm512_reduce_add_epi32(_mm512_maskz_mov_epi32(0xFF00, sumi[i][p])),
-                    ];
-                    for h in 0..2 {
-                        let r = 2 * p + h;
-                        let m = _mm_madd_epi16(mins[r], q8s);
-                        let imin = _mm_cvtsi128_si32(_mm_hadd_epi32(
-                            _mm_hadd_epi32(m, m),
-                            _mm_hadd_epi32(m, m),
-                        ));
-                        let (dw, dminw) = d[r];
-                        acc[i][r] = (isum[h] as f32).mul_add(dw * xb.d, acc[i][r]);
-                        acc_m[i][r] = (imin as f32).mul_add(dminw * xb.d, acc_m[i][r]);
-                    }
+                partial[i] = _mm512_madd_epi16(minsv, _mm512_broadcast_i32x4(q8s));
+            }
+            for q in 0..2 {
+                let mut step1 = [_mm512_setzero_si512(); 2];
+                for m in 0..2 {
+                    let (a, c) = (partial[4 * q + 2 * m], partial[4 * q + 2 * m + 1]);
+                    step1[m] =
+                        _mm512_add_epi32(_mm512_unpacklo_epi32(a, c), _mm512_unpackhi_epi32(a, c));
                 }
+                let (a, c) = (step1[0], step1[1]);
+                let totals =
+                    _mm512_add_epi32(_mm512_unpacklo_epi64(a, c), _mm512_unpackhi_epi64(a, c));
+                let scale = _mm512_mul_ps(
+                    _mm512_permutexvar_ps(pick_min_row, dmw),
+                    _mm512_permutexvar_ps(pick_min_act[q], dx),
+                );
+                acc_m[q] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(totals), scale, acc_m[q]);
             }
         }
-        std::array::from_fn(|i| std::array::from_fn(|r| acc[i][r] - acc_m[i][r]))
+        let mut vals = [[0f32; 16]; 2];
+        let mut mins = [[0f32; 16]; 2];
+        for h in 0..2 {
+            _mm512_storeu_ps(vals[h].as_mut_ptr(), acc[h]);
+            _mm512_storeu_ps(mins[h].as_mut_ptr(), acc_m[h]);
+        }
+        let mut out = [[0f32; 4]; TILE_ROWS];
+        for h in 0..2 {
+            for l in 0..16 {
+                out[Q4K_VAL_ACT[h][l] as usize][Q4K_VAL_ROW[l] as usize] += vals[h][l];
+            }
+        }
+        for q in 0..2 {
+            for l in 0..16 {
+                out[Q4K_MIN_ACT[q][l] as usize][Q4K_MIN_ROW[l] as usize] -= mins[q][l];
+            }
+        }
+        out
     }
 }
