@@ -49,6 +49,10 @@ pub fn dot_q5_0_tile(w: [&[u8]; 4], x: [&[BlockQ8_0]; TILE_ROWS]) -> [[f32; 4]; 
     std::array::from_fn(|i| std::array::from_fn(|r| super::scalar::dot_q5_0(w[r], x[i])))
 }
 #[cfg(not(target_arch = "x86_64"))]
+pub fn dot_q6_k_tile(w: [&[u8]; 4], x: [&[BlockQ8K]; TILE_ROWS]) -> [[f32; 4]; TILE_ROWS] {
+    std::array::from_fn(|i| std::array::from_fn(|r| super::scalar::dot_q6_k(w[r], x[i])))
+}
+#[cfg(not(target_arch = "x86_64"))]
 pub fn dot_q4_k_tile(w: [&[u8]; 4], x: [&[BlockQ8K]; TILE_ROWS]) -> [[f32; 4]; TILE_ROWS] {
     std::array::from_fn(|i| std::array::from_fn(|r| super::scalar::dot_q4_k(w[r], x[i])))
 }
@@ -76,6 +80,143 @@ mod imp {
     pub fn dot_q4_k_tile(w: [&[u8]; 4], x: [&[BlockQ8K]; TILE_ROWS]) -> [[f32; 4]; TILE_ROWS] {
         // SAFETY: as `dot_q8_0_tile`.
         unsafe { q4_k_tile(w, x) }
+    }
+
+    pub fn dot_q6_k_tile(w: [&[u8]; 4], x: [&[BlockQ8K]; TILE_ROWS]) -> [[f32; 4]; TILE_ROWS] {
+        // SAFETY: as `dot_q8_0_tile`.
+        unsafe { q6_k_tile(w, x) }
+    }
+
+    /// Row `i`: the 16-byte shuffle that puts byte `2i` in bytes 0..8 and byte `2i + 1`
+    /// in 8..16 (a Q6_K 32-value chunk's two 16-value scales).
+    static SHUFFLE_Q6: [[u8; 16]; 8] = {
+        let mut t = [[0u8; 16]; 8];
+        let mut i = 0;
+        while i < 8 {
+            let mut j = 0;
+            while j < 16 {
+                t[i][j] = (2 * i + j / 8) as u8;
+                j += 1;
+            }
+            i += 1;
+        }
+        t
+    };
+
+    /// Q6_K against Q8_K as `avx2::q6_k`, two weight rows per register: per 32-value
+    /// chunk the unsigned 6-bit values' byte products, times their 16-value scales, in
+    /// the same 8 lanes per pair; the "less 32" off each lane through the activations'
+    /// 16-value sums; then per super-block one fused multiply-add into each pair's 8
+    /// float lanes, summed at the end as `hsum_float_8`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    #[inline]
+    unsafe fn q6_k_tile(w: [&[u8]; 4], x: [&[BlockQ8K]; TILE_ROWS]) -> [[f32; 4]; TILE_ROWS] {
+        let bb = WeightType::Q6K.block_bytes();
+        let blocks = x[0].len();
+        for r in 0..4 {
+            assert_eq!(w[r].len(), blocks * bb, "weight row length");
+        }
+        for xr in x {
+            assert_eq!(xr.len(), blocks, "activation row length");
+        }
+        let m4 = _mm512_set1_epi8(0x0F);
+        let m2 = _mm512_set1_epi8(3);
+        // acc[i][p]: activation row i against weight rows 2p (lanes 0..8), 2p + 1 (8..16).
+        let mut acc = [[_mm512_setzero_ps(); 2]; TILE_ROWS];
+        for b in 0..blocks {
+            let wb: [*const u8; 4] = std::array::from_fn(|r| w[r].as_ptr().add(b * bb));
+            // (Macros, not closures: a closure returning a vector is compiled without
+            // AVX-512 and mishandles the register's stack slot.)
+            macro_rules! load_pair {
+                ($p:expr, $at:expr) => {
+                    pair_i(
+                        _mm256_loadu_si256(wb[2 * $p].add($at) as *const __m256i),
+                        _mm256_loadu_si256(wb[2 * $p + 1].add($at) as *const __m256i),
+                    )
+                };
+            }
+            let mut scales = [_mm_setzero_si128(); 4];
+            for r in 0..4 {
+                scales[r] = _mm_loadu_si128(wb[r].add(192) as *const __m128i);
+            }
+            let mut sumi = [[_mm512_setzero_si512(); 2]; TILE_ROWS];
+            for h in 0..2 {
+                let mut v = [[_mm512_setzero_si512(); 4]; 2];
+                for p in 0..2 {
+                    let bits_h = load_pair!(p, 128 + 32 * h);
+                    let bits1 = load_pair!(p, 64 * h);
+                    let bits2 = load_pair!(p, 64 * h + 32);
+                    macro_rules! high {
+                        ($t:expr) => {
+                            _mm512_slli_epi16(_mm512_and_si512($t, m2), 4)
+                        };
+                    }
+                    v[p] = [
+                        _mm512_or_si512(_mm512_and_si512(bits1, m4), high!(bits_h)),
+                        _mm512_or_si512(
+                            _mm512_and_si512(bits2, m4),
+                            high!(_mm512_srli_epi16(bits_h, 2)),
+                        ),
+                        _mm512_or_si512(
+                            _mm512_and_si512(_mm512_srli_epi16(bits1, 4), m4),
+                            high!(_mm512_srli_epi16(bits_h, 4)),
+                        ),
+                        _mm512_or_si512(
+                            _mm512_and_si512(_mm512_srli_epi16(bits2, 4), m4),
+                            high!(_mm512_srli_epi16(bits_h, 6)),
+                        ),
+                    ];
+                }
+                for k in 0..4 {
+                    let shuf = _mm_loadu_si128(SHUFFLE_Q6[4 * h + k].as_ptr() as *const __m128i);
+                    let mut scale = [_mm512_setzero_si512(); 2];
+                    for p in 0..2 {
+                        scale[p] = pair_i(
+                            _mm256_cvtepi8_epi16(_mm_shuffle_epi8(scales[2 * p], shuf)),
+                            _mm256_cvtepi8_epi16(_mm_shuffle_epi8(scales[2 * p + 1], shuf)),
+                        );
+                    }
+                    for i in 0..TILE_ROWS {
+                        let q8 = x[i][b].qs.as_ptr().add(128 * h + 32 * k);
+                        let y = _mm512_broadcast_i64x4(_mm256_loadu_si256(q8 as *const __m256i));
+                        for p in 0..2 {
+                            let p16 = _mm512_maddubs_epi16(v[p][k], y);
+                            sumi[i][p] =
+                                _mm512_add_epi32(sumi[i][p], _mm512_madd_epi16(scale[p], p16));
+                        }
+                    }
+                }
+            }
+            let mut scales16 = [_mm512_setzero_si512(); 2];
+            let mut dw = [_mm512_setzero_ps(); 2];
+            for p in 0..2 {
+                scales16[p] = pair_i(
+                    _mm256_cvtepi8_epi16(scales[2 * p]),
+                    _mm256_cvtepi8_epi16(scales[2 * p + 1]),
+                );
+                dw[p] = pair_ps(f16_ptr(wb[2 * p].add(208)), f16_ptr(wb[2 * p + 1].add(208)));
+            }
+            for i in 0..TILE_ROWS {
+                let xb = &x[i][b];
+                let q8sums =
+                    _mm512_broadcast_i64x4(_mm256_loadu_si256(xb.bsums.as_ptr() as *const __m256i));
+                let dx = _mm512_set1_ps(xb.d);
+                for p in 0..2 {
+                    let sub = _mm512_slli_epi32(_mm512_madd_epi16(q8sums, scales16[p]), 5);
+                    let s = _mm512_sub_epi32(sumi[i][p], sub);
+                    // xb.d * dw, as the AVX2 kernel rounds it.
+                    let d = _mm512_mul_ps(dx, dw[p]);
+                    acc[i][p] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(s), acc[i][p]);
+                }
+            }
+        }
+        let mut out = [[0f32; 4]; TILE_ROWS];
+        for i in 0..TILE_ROWS {
+            for p in 0..2 {
+                (out[i][2 * p], out[i][2 * p + 1]) = hsum_halves(acc[i][p]);
+            }
+        }
+        out
     }
 
     /// The f16 at `p` as f32 (exact). In asm for the reason `avx2`'s twin gives: LLVM
@@ -118,14 +259,19 @@ mod imp {
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
     #[inline]
     unsafe fn hsum_halves(x: __m512) -> (f32, f32) {
-        let hsum8 = |x: __m256| {
-            let mut r = _mm_add_ps(_mm256_extractf128_ps(x, 1), _mm256_castps256_ps128(x));
-            r = _mm_add_ps(r, _mm_movehl_ps(r, r));
-            r = _mm_add_ss(r, _mm_movehdup_ps(r));
-            _mm_cvtss_f32(r)
-        };
+        // (Macros, not closures, wherever a vector is passed: a closure is compiled
+        // without AVX-512 and can mishandle a 512-bit register's stack slot.)
+        macro_rules! hsum8 {
+            ($x:expr) => {{
+                let x = $x;
+                let mut r = _mm_add_ps(_mm256_extractf128_ps(x, 1), _mm256_castps256_ps128(x));
+                r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+                r = _mm_add_ss(r, _mm_movehdup_ps(r));
+                _mm_cvtss_f32(r)
+            }};
+        }
         let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1));
-        (hsum8(_mm512_castps512_ps256(x)), hsum8(hi))
+        (hsum8!(_mm512_castps512_ps256(x)), hsum8!(hi))
     }
 
     /// Q8_0 / Q5_0 weights (32 signed values per block, `unpack` giving them) against
@@ -255,11 +401,15 @@ mod imp {
         for xr in x {
             assert_eq!(xr.len(), blocks, "activation row length");
         }
-        let table = |t: &[i32; 16]| _mm512_loadu_si512(t.as_ptr() as *const _);
-        let pick_val_row = table(&Q4K_VAL_ROW);
-        let pick_min_row = table(&Q4K_MIN_ROW);
-        let pick_val_act = [table(&Q4K_VAL_ACT[0]), table(&Q4K_VAL_ACT[1])];
-        let pick_min_act = [table(&Q4K_MIN_ACT[0]), table(&Q4K_MIN_ACT[1])];
+        macro_rules! table {
+            ($t:expr) => {
+                _mm512_loadu_si512($t.as_ptr() as *const _)
+            };
+        }
+        let pick_val_row = table!(Q4K_VAL_ROW);
+        let pick_min_row = table!(Q4K_MIN_ROW);
+        let pick_val_act = [table!(Q4K_VAL_ACT[0]), table!(Q4K_VAL_ACT[1])];
+        let pick_min_act = [table!(Q4K_MIN_ACT[0]), table!(Q4K_MIN_ACT[1])];
         let m4 = _mm512_set1_epi8(0x0F);
         let mut acc = [_mm512_setzero_ps(); 2];
         let mut acc_m = [_mm512_setzero_ps(); 2];
@@ -300,20 +450,28 @@ mod imp {
             // (lanes 0..8) and 2p + 1 (8..16).
             let mut sumi = [[_mm512_setzero_si512(); 2]; TILE_ROWS];
             for j in 0..4 {
-                let shuffle = |k: usize| _mm512_loadu_si512(SHUFFLE_K4[k].as_ptr() as *const _);
+                macro_rules! shuffle {
+                    ($k:expr) => {
+                        _mm512_loadu_si512(SHUFFLE_K4[$k].as_ptr() as *const _)
+                    };
+                }
                 let mut q4l = [_mm512_setzero_si512(); 2];
                 let mut q4h = [_mm512_setzero_si512(); 2];
                 let mut sl = [_mm512_setzero_si512(); 2];
                 let mut sh = [_mm512_setzero_si512(); 2];
                 for p in 0..2 {
-                    let bits = |r: usize| {
-                        _mm256_loadu_si256(w[r].as_ptr().add(b * bb + 16 + 32 * j) as *const __m256i)
-                    };
-                    let q = pair_i(bits(2 * p), bits(2 * p + 1));
+                    macro_rules! bits {
+                        ($r:expr) => {
+                            _mm256_loadu_si256(
+                                w[$r].as_ptr().add(b * bb + 16 + 32 * j) as *const __m256i
+                            )
+                        };
+                    }
+                    let q = pair_i(bits!(2 * p), bits!(2 * p + 1));
                     q4l[p] = _mm512_and_si512(q, m4);
                     q4h[p] = _mm512_and_si512(_mm512_srli_epi16(q, 4), m4);
-                    sl[p] = _mm512_shuffle_epi8(scales_pair[p], shuffle(2 * j));
-                    sh[p] = _mm512_shuffle_epi8(scales_pair[p], shuffle(2 * j + 1));
+                    sl[p] = _mm512_shuffle_epi8(scales_pair[p], shuffle!(2 * j));
+                    sh[p] = _mm512_shuffle_epi8(scales_pair[p], shuffle!(2 * j + 1));
                 }
                 for i in 0..TILE_ROWS {
                     let q8 = x[i][b].qs.as_ptr().add(64 * j);

@@ -637,7 +637,7 @@ impl QMatrix {
                 let dot = if self.kind == WeightType::Q4K {
                     dot!(dot_q4_k, dot_q4_k_n; dot_q4_k_tile)
                 } else {
-                    dot!(dot_q6_k, dot_q6_k_n)
+                    dot!(dot_q6_k, dot_q6_k_n; dot_q6_k_tile)
                 };
                 prepared_rows(w, n, rb, xq, bprk, dot)
             }

@@ -251,6 +251,16 @@ fn avx512_tiles_equal_scalar_bit_for_bit() {
             let ws: Vec<Vec<u8>> = (0..4)
                 .map(|_| random_blocks(WeightType::Q4K, k / QK_K, &mut rng))
                 .collect();
+            let w6: Vec<Vec<u8>> = (0..4)
+                .map(|_| random_blocks(WeightType::Q6K, k / QK_K, &mut rng))
+                .collect();
+            let got = avx512::dot_q6_k_tile([&w6[0], &w6[1], &w6[2], &w6[3]], xk);
+            for i in 0..avx512::TILE_ROWS {
+                for r in 0..4 {
+                    let want = scalar::dot_q6_k(&w6[r], xk[i]);
+                    assert_eq!(got[i][r].to_bits(), want.to_bits(), "Q6K k {k} [{i}][{r}]");
+                }
+            }
             let got = avx512::dot_q4_k_tile([&ws[0], &ws[1], &ws[2], &ws[3]], xk);
             for i in 0..avx512::TILE_ROWS {
                 for r in 0..4 {
