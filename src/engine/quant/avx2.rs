@@ -14,7 +14,7 @@ use super::{BlockQ8K, BlockQ8_0, BlockQ8_1};
 /// waiting: quality-tier decode (2 threads) 12.0 tok/s without, 14.0 at 512 bytes
 /// ahead, 15.0 at 1024, 15.4-15.9 at 2048, 15.4 at 3072, 14.7 at 4096, 13.1 at 6144.
 #[cfg(target_arch = "x86_64")]
-const PREFETCH_AHEAD: usize = 2048;
+pub(super) const PREFETCH_AHEAD: usize = 2048;
 
 /// Whether the CPU also has AVX-VNNI, for the `vnni` kernels.
 pub fn vnni_available() -> bool {

@@ -49,6 +49,8 @@ pub fn dot_q5_0_tile(w: [&[u8]; 4], x: [&[BlockQ8_0]; TILE_ROWS]) -> [[f32; 4]; 
     std::array::from_fn(|i| std::array::from_fn(|r| super::scalar::dot_q5_0(w[r], x[i])))
 }
 #[cfg(not(target_arch = "x86_64"))]
+pub use super::scalar::{dot_q4_k, dot_q6_k};
+#[cfg(not(target_arch = "x86_64"))]
 pub fn dot_q6_k_tile(w: [&[u8]; 4], x: [&[BlockQ8K]; TILE_ROWS]) -> [[f32; 4]; TILE_ROWS] {
     std::array::from_fn(|i| std::array::from_fn(|r| super::scalar::dot_q6_k(w[r], x[i])))
 }
@@ -85,6 +87,164 @@ mod imp {
     pub fn dot_q6_k_tile(w: [&[u8]; 4], x: [&[BlockQ8K]; TILE_ROWS]) -> [[f32; 4]; TILE_ROWS] {
         // SAFETY: as `dot_q8_0_tile`.
         unsafe { q6_k_tile(w, x) }
+    }
+
+    /// One Q4_K weight row against one activation row (decoding).
+    pub fn dot_q4_k(w: &[u8], x: &[BlockQ8K]) -> f32 {
+        // SAFETY: as `dot_q8_0_tile`.
+        unsafe { q4_k_row(w, x) }
+    }
+
+    /// One Q6_K weight row against one activation row (decoding).
+    pub fn dot_q6_k(w: &[u8], x: &[BlockQ8K]) -> f32 {
+        // SAFETY: as `dot_q8_0_tile`.
+        unsafe { q6_k_row(w, x) }
+    }
+
+    /// Asks for the weight block `PREFETCH_AHEAD` bytes past `p` (`len` bytes).
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    #[inline]
+    unsafe fn prefetch_ahead(p: *const u8, len: usize) {
+        let mut off = 0;
+        while off < len {
+            let at = p.wrapping_add(super::super::avx2::PREFETCH_AHEAD + off);
+            _mm_prefetch(at as *const i8, _MM_HINT_T0);
+            off += 64;
+        }
+    }
+
+    /// Q4_K, one 512-bit register per 64 values: a 32-byte run's low nibbles against
+    /// their 32 activations in the low half, its high nibbles against the next 32 in
+    /// the high half, each half's 16-bit products times its sub-block's scale. The
+    /// integer total is exact, so it and the two fused multiply-adds after it are
+    /// `avx2::q4_k`'s.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    unsafe fn q4_k_row(w: &[u8], x: &[BlockQ8K]) -> f32 {
+        const KMASK1: u32 = 0x3f3f3f3f;
+        const KMASK2: u32 = 0x0f0f0f0f;
+        const KMASK3: u32 = 0x03030303;
+        let bb = WeightType::Q4K.block_bytes();
+        assert_eq!(w.len(), x.len() * bb, "weight row length");
+        let m4 = _mm512_set1_epi8(0x0F);
+        // Picks scale 2j for the low half's 16-bit lanes and 2j + 1 for the high half's.
+        let mut pick = [_mm512_setzero_si512(); 4];
+        for (j, p) in pick.iter_mut().enumerate() {
+            *p = pair_i(
+                _mm256_set1_epi16(2 * j as i16),
+                _mm256_set1_epi16(2 * j as i16 + 1),
+            );
+        }
+        let (mut acc, mut acc_m) = (0f32, 0f32);
+        for (b, xb) in x.iter().enumerate() {
+            let wb = w.as_ptr().add(b * bb);
+            prefetch_ahead(wb, bb);
+            let p = wb.add(4);
+            let mut utmp = [
+                (p as *const u32).read_unaligned(),
+                (p.add(4) as *const u32).read_unaligned(),
+                (p.add(8) as *const u32).read_unaligned(),
+                0u32,
+            ];
+            utmp[3] = ((utmp[2] >> 4) & KMASK2) | (((utmp[1] >> 6) & KMASK3) << 4);
+            let uaux = utmp[1] & KMASK1;
+            utmp[1] = (utmp[2] & KMASK2) | (((utmp[0] >> 6) & KMASK3) << 4);
+            utmp[2] = uaux;
+            utmp[0] &= KMASK1;
+            // 8 scales (16-bit lanes 0..8), then 8 minimums (8..16).
+            let scales_mins = _mm256_cvtepu8_epi16(_mm_set_epi32(
+                utmp[3] as i32,
+                utmp[2] as i32,
+                utmp[1] as i32,
+                utmp[0] as i32,
+            ));
+            let sc = _mm512_castsi256_si512(scales_mins);
+            let mut sumi = _mm512_setzero_si512();
+            for j in 0..4 {
+                let q = _mm256_loadu_si256(wb.add(16 + 32 * j) as *const __m256i);
+                let q = _mm512_and_si512(pair_i(q, _mm256_srli_epi16(q, 4)), m4);
+                let y = _mm512_loadu_si512(xb.qs.as_ptr().add(64 * j) as *const _);
+                let s = _mm512_permutexvar_epi16(pick[j], sc);
+                sumi = _mm512_add_epi32(sumi, _mm512_madd_epi16(s, _mm512_maddubs_epi16(q, y)));
+            }
+            let isum = _mm512_reduce_add_epi32(sumi);
+            let q8sums = _mm256_loadu_si256(xb.bsums.as_ptr() as *const __m256i);
+            // The 16-value sums paired into the 8 sub-blocks' sums, times the minimums.
+            let q8s = _mm_hadd_epi16(
+                _mm256_extracti128_si256(q8sums, 0),
+                _mm256_extracti128_si256(q8sums, 1),
+            );
+            let m = _mm_madd_epi16(_mm256_extracti128_si256(scales_mins, 1), q8s);
+            let m = _mm_add_epi32(m, _mm_shuffle_epi32(m, 0b01_00_11_10));
+            let imin = _mm_cvtsi128_si32(_mm_add_epi32(m, _mm_shuffle_epi32(m, 0b10_11_00_01)));
+            acc = (isum as f32).mul_add(f16_ptr(wb) * xb.d, acc);
+            acc_m = (imin as f32).mul_add(f16_ptr(wb.add(2)) * xb.d, acc_m);
+        }
+        acc - acc_m
+    }
+
+    /// Q6_K as `avx2::q6_k`, two 32-value chunks per register (chunk c in the low
+    /// half, c + 1 in the high); the halves' integer lanes added at the end of each
+    /// super-block are the AVX2 kernel's 8 lanes exactly, and the float steps are its.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    unsafe fn q6_k_row(w: &[u8], x: &[BlockQ8K]) -> f32 {
+        let bb = WeightType::Q6K.block_bytes();
+        assert_eq!(w.len(), x.len() * bb, "weight row length");
+        let m4 = _mm512_set1_epi8(0x0F);
+        let m2 = _mm512_set1_epi8(3);
+        // For the chunk pair (c, c + 1), c = 2t: 16-bit lane l takes scale 2c + l / 8.
+        let mut pick = [_mm512_setzero_si512(); 4];
+        for (t, p) in pick.iter_mut().enumerate() {
+            let idx: [i16; 32] = std::array::from_fn(|l| (4 * t + l / 8) as i16);
+            *p = _mm512_loadu_si512(idx.as_ptr() as *const _);
+        }
+        let mut acc = _mm256_setzero_ps();
+        for (b, xb) in x.iter().enumerate() {
+            let wb = w.as_ptr().add(b * bb);
+            prefetch_ahead(wb, bb);
+            let scales = _mm_loadu_si128(wb.add(192) as *const __m128i);
+            let scales_16 = _mm256_cvtepi8_epi16(scales);
+            let sc = _mm512_castsi256_si512(scales_16);
+            let mut sumi = _mm512_setzero_si512();
+            for h in 0..2 {
+                let bits_h = _mm256_loadu_si256(wb.add(128 + 32 * h) as *const __m256i);
+                let bits = pair_i(
+                    _mm256_loadu_si256(wb.add(64 * h) as *const __m256i),
+                    _mm256_loadu_si256(wb.add(64 * h + 32) as *const __m256i),
+                );
+                // Chunks 4h, 4h + 1: low nibbles, high bits 0-1 and 2-3.
+                let hi01 = pair_i(bits_h, _mm256_srli_epi16(bits_h, 2));
+                let hi23 = pair_i(_mm256_srli_epi16(bits_h, 4), _mm256_srli_epi16(bits_h, 6));
+                let v = [
+                    _mm512_or_si512(
+                        _mm512_and_si512(bits, m4),
+                        _mm512_slli_epi16(_mm512_and_si512(hi01, m2), 4),
+                    ),
+                    _mm512_or_si512(
+                        _mm512_and_si512(_mm512_srli_epi16(bits, 4), m4),
+                        _mm512_slli_epi16(_mm512_and_si512(hi23, m2), 4),
+                    ),
+                ];
+                for (t, &qv) in v.iter().enumerate() {
+                    let y = _mm512_loadu_si512(xb.qs.as_ptr().add(128 * h + 64 * t) as *const _);
+                    let s = _mm512_permutexvar_epi16(pick[2 * h + t], sc);
+                    sumi =
+                        _mm512_add_epi32(sumi, _mm512_madd_epi16(s, _mm512_maddubs_epi16(qv, y)));
+                }
+            }
+            let lanes = _mm256_add_epi32(
+                _mm512_castsi512_si256(sumi),
+                _mm512_extracti64x4_epi64(sumi, 1),
+            );
+            let q8sums = _mm256_loadu_si256(xb.bsums.as_ptr() as *const __m256i);
+            let sub = _mm256_slli_epi32(_mm256_madd_epi16(q8sums, scales_16), 5);
+            let s = _mm256_sub_epi32(lanes, sub);
+            let d = _mm256_set1_ps(xb.d * f16_ptr(wb.add(208)));
+            acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(s), acc);
+        }
+        let mut r = _mm_add_ps(_mm256_extractf128_ps(acc, 1), _mm256_castps256_ps128(acc));
+        r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+        r = _mm_add_ss(r, _mm_movehdup_ps(r));
+        _mm_cvtss_f32(r)
     }
 
     /// Row `i`: the 16-byte shuffle that puts byte `2i` in bytes 0..8 and byte `2i + 1`

@@ -560,8 +560,17 @@ impl QMatrix {
         let interleave_rows = amx::available();
         #[cfg(not(target_arch = "x86_64"))]
         let interleave_rows = true;
+        // The last of its arguments: an AVX-512 kernel where one is named, else AVX2's.
+        macro_rules! last {
+            ($a:expr) => {
+                $a
+            };
+            ($a:expr, $b:expr) => {
+                $b
+            };
+        }
         macro_rules! dot {
-            ($one:ident, $four:ident $(, $rows:ident)? $(; $tile:ident)?) => {
+            ($one:ident, $four:ident $(, $rows:ident)? $(; $tile:ident $(, $one512:ident)?)?) => {
                 match isa {
                     Isa::Scalar => Dot {
                         one: scalar::$one,
@@ -588,7 +597,7 @@ impl QMatrix {
                         tile: None $(.or(Some(avx512::$tile)))?,
                     },
                     Isa::Avx512 => Dot {
-                        one: avx2::$one,
+                        one: last!(avx2::$one $($(, avx512::$one512)?)?),
                         four: Some(avx2::$four::<4>),
                         rows: None $(.or(Some(avx2::$rows as DotRows<_>)).filter(|_| interleave_rows))?,
                         tile: None $(.or(Some(avx512::$tile)))?,
@@ -635,9 +644,9 @@ impl QMatrix {
                     });
                 }
                 let dot = if self.kind == WeightType::Q4K {
-                    dot!(dot_q4_k, dot_q4_k_n; dot_q4_k_tile)
+                    dot!(dot_q4_k, dot_q4_k_n; dot_q4_k_tile, dot_q4_k)
                 } else {
-                    dot!(dot_q6_k, dot_q6_k_n; dot_q6_k_tile)
+                    dot!(dot_q6_k, dot_q6_k_n; dot_q6_k_tile, dot_q6_k)
                 };
                 prepared_rows(w, n, rb, xq, bprk, dot)
             }

@@ -254,6 +254,22 @@ fn avx512_tiles_equal_scalar_bit_for_bit() {
             let w6: Vec<Vec<u8>> = (0..4)
                 .map(|_| random_blocks(WeightType::Q6K, k / QK_K, &mut rng))
                 .collect();
+            for i in 0..avx512::TILE_ROWS {
+                let (one4, one6) = (
+                    avx512::dot_q4_k(&ws[i % 4], xk[i]),
+                    avx512::dot_q6_k(&w6[i % 4], xk[i]),
+                );
+                assert_eq!(
+                    one4.to_bits(),
+                    scalar::dot_q4_k(&ws[i % 4], xk[i]).to_bits(),
+                    "Q4K one k {k}"
+                );
+                assert_eq!(
+                    one6.to_bits(),
+                    scalar::dot_q6_k(&w6[i % 4], xk[i]).to_bits(),
+                    "Q6K one k {k}"
+                );
+            }
             let got = avx512::dot_q6_k_tile([&w6[0], &w6[1], &w6[2], &w6[3]], xk);
             for i in 0..avx512::TILE_ROWS {
                 for r in 0..4 {
