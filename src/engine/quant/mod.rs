@@ -445,6 +445,8 @@ fn dot_rows<B>(
 /// fills any range of its output's columns, so that the ranges of several products can
 /// share one parallel loop.
 enum Prepared<'a> {
+    // Only the AMX tiles (x86-64) compute a product whole.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     Done(Vec<f32>),
     Rows {
         n: usize,
