@@ -193,6 +193,8 @@ pub fn isa() -> Isa {
 /// `avx512+vnni`, `avx2`, `neon+dotprod`, `scalar`, with `+amx` where prompt chunks go
 /// to the tiles.
 pub fn kernels_name() -> String {
+    // Pushed to only where AMX may be (x86-64).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
     let mut name = match isa() {
         Isa::Scalar => "scalar".to_string(),
         Isa::Neon => "neon+dotprod".to_string(),
