@@ -67,6 +67,9 @@ fn gemma_tokenizer_matches_llama_cpp_and_round_trips() {
 /// keep is the measured one.
 #[test]
 fn gemma_greedy_follows_llama_cpp_and_repeats_itself() {
+    // The reference was measured with llama.cpp on a CPU without AVX512-FP16, which
+    // rounds the f16 attention accumulator after an f32 multiply-add.
+    std::env::set_var("LCODE_F16_FMA", "f32");
     let path = common::model(NAME);
     let engine = EngineHandle::spawn(EngineOptions::default());
     let info = engine
@@ -83,7 +86,7 @@ fn gemma_greedy_follows_llama_cpp_and_repeats_itself() {
     let end_of_turn = info.vocab.encode("<end_of_turn>").unwrap();
     assert!(info.vocab.eog.contains(end_of_turn.last().unwrap()));
     assert!(info.vocab.eog.contains(&info.vocab.eos.unwrap()));
-    let keep = [("haiku", 10), ("France", 32), ("fibonacci", 1)];
+    let keep = [("haiku", 10), ("France", 32), ("fibonacci", 32)];
     for case in reference("greedy-gemma3-270m.json")["cases"]
         .as_array()
         .unwrap()
